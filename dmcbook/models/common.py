@@ -1,0 +1,101 @@
+"""Building blocks shared by every paper's network: stems, the residual-stage builder and a
+configurable ResNet skeleton that the chapters fill with their own blocks."""
+from __future__ import annotations
+
+from typing import Sequence, Type
+
+from torch import nn
+
+from .registry import check_choice
+
+SHORTCUTS = ("conv", "avgpool")
+
+
+def make_stem(stem: str, in_chans: int, out_chans: int) -> nn.Sequential:
+    """``cifar``: 3x3 conv-BN-ReLU at full resolution. ``imagenet``: 7x7/2 conv-BN-ReLU and 3x3/2 max-pool."""
+    check_choice("stem", stem, ("cifar", "imagenet"))
+    if stem == "cifar":
+        return nn.Sequential(nn.Conv2d(in_chans, out_chans, 3, 1, 1, bias=False),
+                             nn.BatchNorm2d(out_chans), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(in_chans, out_chans, 7, 2, 3, bias=False),
+                         nn.BatchNorm2d(out_chans), nn.ReLU(inplace=True),
+                         nn.MaxPool2d(3, 2, 1))
+
+
+def make_shortcut(in_chans: int, out_chans: int, stride: int, kind: str = "conv") -> nn.Module | None:
+    """The projection shortcut of a residual block, or None where the identity fits.
+
+    ``conv`` is ResNet's strided 1x1 conv + BN; ``avgpool`` averages first and then projects with
+    a stride-1 1x1 conv + BN, so no input pixel is skipped (ResNet-D, DMCNet's Fig. 2b).
+    """
+    check_choice("shortcut", kind, SHORTCUTS)
+    if stride == 1 and in_chans == out_chans:
+        return None
+    if kind == "conv":
+        return nn.Sequential(nn.Conv2d(in_chans, out_chans, 1, stride, bias=False), nn.BatchNorm2d(out_chans))
+    pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+    return nn.Sequential(pool, nn.Conv2d(in_chans, out_chans, 1, 1, bias=False), nn.BatchNorm2d(out_chans))
+
+
+class ResNet(nn.Module):
+    """A ResNet skeleton: stem, four (or fewer) residual stages, global pooling and a classifier.
+
+    ``block`` follows torchvision's signature ``block(inplanes, planes, stride, downsample, **block_kwargs)``
+    and has a class attribute ``expansion``. ``block_kwargs_per_stage`` lets a paper switch a module
+    on in some stages only (DMCNet's AE placements, for example).
+    """
+
+    def __init__(self, block: Type[nn.Module], layers: Sequence[int], num_classes: int = 10,
+                 in_chans: int = 3, stem: str = "cifar", widths: Sequence[int] = (64, 128, 256, 512),
+                 shortcut: str = "conv", block_kwargs: dict | None = None,
+                 block_kwargs_per_stage: Sequence[dict] | None = None):
+        super().__init__()
+        if len(layers) != len(widths):
+            raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same length")
+        check_choice("shortcut", shortcut, SHORTCUTS)
+        self.stem = make_stem(stem, in_chans, widths[0])
+        inplanes = widths[0]
+        stages = []
+        for index, (planes, depth) in enumerate(zip(widths, layers)):
+            kwargs = dict(block_kwargs or {})
+            if block_kwargs_per_stage is not None:
+                kwargs.update(block_kwargs_per_stage[index])
+            stride = 1 if index == 0 else 2
+            blocks = []
+            for b in range(depth):
+                s = stride if b == 0 else 1
+                out = planes * block.expansion
+                blocks.append(block(inplanes, planes, s, make_shortcut(inplanes, out, s, shortcut), **kwargs))
+                inplanes = out
+            stages.append(nn.Sequential(*blocks))
+        self.layers = nn.ModuleList(stages)
+        self.num_features = inplanes
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(inplanes, num_classes)
+        init_weights(self)
+
+    def forward_features(self, x):
+        x = self.stem(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def forward(self, x):
+        return self.fc(self.pool(self.forward_features(x)).flatten(1))
+
+
+def init_weights(model: nn.Module) -> None:
+    """He initialisation for convs, unit BN, as torchvision's ResNet does."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def scaled_widths(width: int, stages: int = 4) -> tuple[int, ...]:
+    """Stage widths that double from ``width``: 64 gives ResNet's (64, 128, 256, 512)."""
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive integer; got {width!r}")
+    return tuple(width * 2 ** i for i in range(stages))

@@ -1,0 +1,1 @@
+"""Models of the drstn chapter (being written)."""

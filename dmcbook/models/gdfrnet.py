@@ -1,0 +1,1 @@
+"""Models of the gdfrnet chapter (being written)."""
