@@ -1,0 +1,264 @@
+"""Tests of the DMCNet chapter's modules: equations against direct formulas, shapes, gradients,
+the random masks, the AE placements and the paper's parameter counts."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dmcbook import create_model
+from dmcbook.models.dmcnet import (ABLATIONS, AE, AE_PLACEMENTS, MASKS, MMCF, DynamicMaskConv, FGlo,
+                                   split_sizes)
+
+torch.set_num_threads(1)
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def dilated_conv_direct(x, weight, dilation):
+    """Eq. 6's convolution as an explicit sum over kernel taps (no F.conv2d)."""
+    k = weight.shape[-1]
+    pad = dilation * (k - 1) // 2
+    xp = F.pad(x, (pad, pad, pad, pad))
+    h, w = x.shape[-2:]
+    out = 0
+    for i in range(k):
+        for j in range(k):
+            patch = xp[:, :, i * dilation:i * dilation + h, j * dilation:j * dilation + w]
+            out = out + torch.einsum("oc,nchw->nohw", weight[:, :, i, j], patch)
+    return out
+
+
+# ---- DynamicMaskConv (Eqs. 1-10) ----
+
+def test_dynamic_mask_conv_matches_direct_formula_with_given_masks():
+    torch.manual_seed(0)
+    dmc = DynamicMaskConv(6, 6, dilation=2, m=0.3)
+    x = torch.randn(2, 6, 9, 9)
+    m1 = (torch.rand(2, 6, 1, 1) >= 0.3).float() / 0.7
+    m2 = (torch.rand_like(dmc.conv.weight) >= 0.3).float() / 0.7
+    parts = dmc.forward_parts(x, m1, m2)
+    x_ch = x * m1                                                         # Eq. 2
+    x_ke = dilated_conv_direct(x_ch, dmc.conv.weight * m2, 2)             # Eq. 6
+    c3, c1 = dmc.cond[0], dmc.cond[1]
+    ctx = dilated_conv_direct(x_ch, c3.weight, 1) + c3.bias.view(1, -1, 1, 1)
+    m3 = 1 / (1 + torch.exp(-(torch.einsum("oc,nchw->nohw", c1.weight[:, :, 0, 0], ctx)
+                               + c1.bias.view(1, -1, 1, 1))))            # Eqs. 7-8
+    expected = x_ch * m3 + x_ke                                          # Eqs. 9-10
+    assert m3.shape == (2, 1, 9, 9)
+    torch.testing.assert_close(parts["m3"], m3, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(parts["out"], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_all_masks_off_is_a_plain_dilated_conv():
+    torch.manual_seed(0)
+    dmc = DynamicMaskConv(5, 7, dilation=3, kernel_mask=False, channel_mask=False, conditional_mask=False)
+    plain = torch.nn.Conv2d(5, 7, 3, padding=3, dilation=3, bias=False)
+    plain.weight.data.copy_(dmc.conv.weight.data)
+    x = torch.randn(2, 5, 11, 11)
+    dmc.train()  # no mask is on, so even training mode must be the plain convolution
+    torch.testing.assert_close(dmc(x), plain(x))
+    assert not hasattr(dmc, "cond")
+
+
+@pytest.mark.parametrize("h,dilation", [(9, 2), (10, 3), (7, 1)])
+def test_output_size_follows_eq3(h, dilation):
+    dmc = DynamicMaskConv(3, 3, dilation=dilation)
+    k, s, p = 3, 1, dilation
+    expected = (h + 2 * p - dilation * (k - 1) - 1) // s + 1
+    assert dmc(torch.randn(1, 3, h, h + 1)).shape[-2:] == (expected, expected + 1)
+
+
+def test_channel_mask_drops_the_intended_fraction_in_training():
+    torch.manual_seed(0)
+    m = 0.3
+    dmc = DynamicMaskConv(256, 256, m=m, kernel_mask=False, conditional_mask=False).train()
+    x = torch.ones(64, 256, 2, 2)
+    m1, m2 = dmc.draw_masks(x)
+    assert m2 is None and m1.shape == (64, 256, 1, 1)
+    x_ch = dmc.forward_parts(x, m1)["x_ch"]
+    dropped = (x_ch[:, :, 0, 0] == 0).float().mean().item()
+    assert abs(dropped - m) < 0.02
+    kept = x_ch[x_ch != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1 / (1 - m)))  # inverted-dropout scaling
+    # a channel is dropped or kept as a whole
+    assert torch.all(x_ch.amax((2, 3)) == x_ch.amin((2, 3)))
+
+
+def test_kernel_mask_drops_the_intended_fraction_of_taps():
+    torch.manual_seed(0)
+    dmc = DynamicMaskConv(64, 64, m=0.2, channel_mask=False, conditional_mask=False).train()
+    _, m2 = dmc.draw_masks(torch.zeros(1, 64, 4, 4))
+    assert m2.shape == dmc.conv.weight.shape
+    assert abs((m2 == 0).float().mean().item() - 0.2) < 0.02
+
+
+def test_masks_are_random_in_training_and_off_in_eval():
+    torch.manual_seed(0)
+    dmc = DynamicMaskConv(8, 8, m=0.5)
+    x = torch.randn(2, 8, 6, 6)
+    dmc.train()
+    assert not torch.equal(dmc(x), dmc(x))
+    dmc.eval()
+    torch.testing.assert_close(dmc(x), dmc.forward_parts(x)["out"], rtol=0, atol=0)
+
+
+# ---- FGlo, MMCF (Eqs. 11-19) ----
+
+def test_fglo_matches_direct_formula():
+    torch.manual_seed(0)
+    fglo = FGlo(32, reduction=4)
+    f = torch.randn(3, 32, 5, 5)
+    conv_a, conv_b = fglo.fc[1], fglo.fc[2]
+    g = f.mean((2, 3))
+    z = g @ conv_a.weight[:, :, 0, 0].T + conv_a.bias
+    f_t = torch.sigmoid(z @ conv_b.weight[:, :, 0, 0].T + conv_b.bias)  # Eq. 18
+    torch.testing.assert_close(fglo(f).flatten(1), f_t)
+
+
+@pytest.mark.parametrize("c,sizes", [(9, (3, 3, 3)), (64, (22, 21, 21)), (10, (4, 3, 3))])
+def test_split_sizes(c, sizes):
+    assert split_sizes(c) == sizes
+
+
+def test_mmcf_output_is_eq19():
+    torch.manual_seed(0)
+    block = MMCF(12, 12).eval()
+    x = torch.randn(2, 12, 8, 8)
+    parts = block.forward_parts(x)
+    assert [b.shape[1] for b in parts["branches"]] == [4, 4, 4]
+    torch.testing.assert_close(parts["f_cat"], torch.cat(parts["branches"], 1))          # Eq. 17
+    torch.testing.assert_close(parts["f_t"], block.fglo(parts["f_cat"]))                   # Eq. 18
+    torch.testing.assert_close(block(x), 0.5 * parts["f_cat"] * parts["f_t"] + x)          # Eq. 19
+    f1 = parts["f0"][:, :4]
+    torch.testing.assert_close(parts["branches"][0], block.branch1(f1))                    # Eq. 14
+
+
+def test_mmcf_dilations_are_2_and_3():
+    block = MMCF(12, 12)
+    assert block.branch2[1].conv.dilation == (2, 2) and block.branch3[1].conv.dilation == (3, 3)
+    assert block.branch2[2].kernel_size == (3, 3) and block.branch3[2].kernel_size == (5, 5)
+
+
+# ---- AE (Eqs. 20-28) ----
+
+def test_ae_matches_direct_formula():
+    torch.manual_seed(0)
+    c = 16
+    ae = AE(c).eval()
+    s = torch.randn(2, c, 6, 6)
+    conv1, dw = ae.value
+    s_v = torch.einsum("oc,nchw->nohw", conv1.weight[:, :, 0, 0], s) + conv1.bias.view(1, -1, 1, 1)
+    s_v = torch.cat([dilated_conv_direct(s_v[:, i:i + 1], dw.weight[i:i + 1], 1) for i in range(c)], 1) \
+        + dw.bias.view(1, -1, 1, 1)                                                      # Eq. 20
+    pooled = s.mean((2, 3))                                                               # Eq. 21
+    gate = ae.pixel_gate[1]
+    w_p = torch.sigmoid(pooled @ gate.weight[:, :, 0, 0].T + gate.bias)                   # Eq. 22
+    k = ae.channel_conv.kernel_size[0]
+    padded = F.pad(pooled, (k // 2, k // 2))
+    w_a = torch.sigmoid(sum(ae.channel_conv.weight[0, 0, i] * padded[:, i:i + c] for i in range(k)))  # Eq. 24
+    s_cat = torch.cat([s_v * w_p[:, :, None, None], s * w_a[:, :, None, None]], 1)       # Eqs. 23, 25, 26
+    l1, l2 = ae.mlp[0], ae.mlp[2]
+    hidden = F.gelu(torch.einsum("oc,nchw->nohw", l1.weight[:, :, 0, 0], s_cat) + l1.bias.view(1, -1, 1, 1))
+    s_mlp = torch.einsum("oc,nchw->nohw", l2.weight[:, :, 0, 0], hidden) + l2.bias.view(1, -1, 1, 1)  # Eq. 27
+    parts = ae.forward_parts(s)
+    torch.testing.assert_close(parts["w_p"].flatten(1), w_p)
+    torch.testing.assert_close(parts["w_a"].flatten(1), w_a)
+    torch.testing.assert_close(parts["out"], s + s_mlp, atol=1e-5, rtol=1e-5)            # Eq. 28
+
+
+def test_ae_kernel_size_follows_eca():
+    assert [AE(c).channel_conv.kernel_size[0] for c in (16, 64, 128, 256, 512)] == [3, 3, 5, 5, 5]
+
+
+# ---- networks ----
+
+def _aes(model):
+    return [name for name, mod in model.named_modules() if isinstance(mod, AE)]
+
+
+@pytest.mark.parametrize("placement", sorted(AE_PLACEMENTS))
+def test_ae_placements(placement):
+    model = create_model("dmcnet18", width=6, ae=placement)
+    stages = sorted(int(name.split(".")[1]) + 1 for name in _aes(model))
+    assert tuple(stages) == AE_PLACEMENTS[placement]
+    assert all(".0.downsample." in name for name in _aes(model))
+
+
+@pytest.mark.parametrize("mask", sorted(MASKS))
+def test_mask_combinations(mask):
+    model = create_model("dmcnet18", width=6, mask=mask)
+    dmcs = [mod for mod in model.modules() if isinstance(mod, DynamicMaskConv)]
+    assert len(dmcs) == 2 * 8
+    assert all((d.kernel_mask, d.channel_mask, d.conditional_mask) == MASKS[mask] for d in dmcs)
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["dmcnet18", "dmcnet34", "dmcnet50", "dmcnet101"])
+@pytest.mark.parametrize("stem,size,in_chans", [("cifar", 32, 3), ("cifar", 28, 1), ("imagenet", 224, 3),
+                                                ("imagenet", 224, 1)])
+def test_shapes(name, stem, size, in_chans):
+    model = create_model(name, num_classes=7, in_chans=in_chans, stem=stem, width=3).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, in_chans, size, size)).shape == (1, 7)
+
+
+@pytest.mark.parametrize("options", [{"block": "a"}, {"block": "b"}, {"block": "c", "ae": "E"}, {"m": 0.5}]
+                         + [dict(v) for v in ABLATIONS.values()])
+@pytest.mark.parametrize("size,in_chans", [(32, 3), (28, 1)])
+def test_variant_shapes(options, size, in_chans):
+    model = create_model("dmcnet34", in_chans=in_chans, width=4, **options)
+    assert model(torch.randn(2, in_chans, size, size)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name,options", [("dmcnet34", {}), ("dmcnet50", {}), ("dmcnet34", {"mmcf": False})])
+def test_gradients_reach_every_parameter(name, options):
+    torch.manual_seed(0)
+    model = create_model(name, width=6, **options).train()
+    model(torch.randn(4, 3, 16, 16)).logsumexp(1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not missing
+
+
+def test_eval_is_deterministic_and_training_is_not():
+    torch.manual_seed(0)
+    model = create_model("dmcnet18", width=6)
+    x = torch.randn(2, 3, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(x), model(x))
+
+
+# paper's Table 7 (M parameters, CIFAR-100 heads) and our counts stay within 5 %
+PAPER_PARAMS = {"DMCNet": 20.59, "Net1": 18.86, "Net2": 23.07, "Net3": 21.33, "Net4": 21.34}
+
+
+@pytest.mark.parametrize("variant", sorted(PAPER_PARAMS))
+def test_paper_parameter_counts(variant):
+    model = create_model("dmcnet34", num_classes=100, **ABLATIONS[variant])
+    assert abs(n_params(model) / 1e6 / PAPER_PARAMS[variant] - 1) < 0.05
+
+
+def test_net4_is_resnet34():
+    assert n_params(create_model("dmcnet34", **ABLATIONS["Net4"])) == n_params(
+        create_model("resnet34", stem="imagenet"))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: MMCF(4, 2), "MMCF channels"),
+    (lambda: DynamicMaskConv(4, 6), "in_chans == out_chans"),
+    (lambda: DynamicMaskConv(4, 4, m=1.0), "drop probability"),
+    (lambda: create_model("dmcnet34", mask="mask9"), "unknown mask"),
+    (lambda: create_model("dmcnet34", ae="Z"), "unknown AE placement"),
+    (lambda: create_model("dmcnet34", block="d"), "unknown block"),
+    (lambda: create_model("dmcnet34", block="b", ae="H"), "needs block 'c'"),
+    (lambda: create_model("dmcnet34", mmcf=False, mask="mask1"), "do not apply"),
+    (lambda: create_model("dmcnet34", width=2), "MMCF channels"),
+    (lambda: create_model("dmcnet34", colour="red"), "colour"),
+])
+def test_bad_arguments_raise_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
