@@ -1,1 +1,175 @@
-"""Models of the drstn chapter (being written)."""
+"""DRSTN: the deep residual soft thresholding network (Cao and Zhu, Computer Science 2024).
+
+A ResNet-18 whose residual blocks end in a learned soft threshold (Eq. 15): the threshold of
+each channel is the channel's mean absolute value times a learned factor in (0, 1), as in the
+channel-wise deep residual shrinkage network (DRSN-CW, Zhao et al. 2019) that the paper builds
+on. Table 2 varies the first convolution's kernel and the number of blocks per stage (V1-V5).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+from .common import ResNet, make_stem, scaled_widths
+from .registry import check_choice, register_model
+
+STEM_KERNELS = (3, 7)
+
+
+def soft_threshold(x: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+    """Eq. (15): ``x - tau`` above ``tau``, 0 on ``[-tau, tau]``, ``x + tau`` below ``-tau``.
+
+    Its derivative in ``x`` is Eq. (16): 1 outside ``[-tau, tau]`` and 0 inside; autograd
+    gives exactly that, and a gradient in ``tau`` of ``-sign(x)`` outside. ``tau`` broadcasts
+    against ``x`` (one threshold per channel is shape ``(N, C, 1, 1)``), which is why this is not
+    ``F.softshrink``: that takes one Python float for the whole tensor.
+    """
+    return torch.sign(x) * F.relu(x.abs() - tau)
+
+
+class SoftThreshold(nn.Module):
+    """The channel-wise learned soft threshold of Fig. 2 (the blue box), DRSN-CW's shrinkage.
+
+    For an input ``x`` of shape ``(N, C, H, W)``:
+    ``A = GAP(|x|)`` (one value per sample and channel, from that channel alone),
+    ``alpha = Sigmoid(FC(ReLU(BN(FC(A)))))`` in (0, 1), ``tau = A * alpha`` and
+    ``y = soft_threshold(x, tau)`` (Eq. 15). So ``0 <= tau_c < A_c``: each channel is shrunk by
+    less than its own mean magnitude. ``alpha`` mixes channels through the FC layers (as an SE
+    block does); ``A``, the scale of each threshold, does not.
+
+    ``reduction`` sets the FC hidden width to ``channels // reduction``; 1 is the reference DRSN
+    code and the paper's Fig. 2 (M = K). A batch of one sample in training mode has no batch
+    variance, so BN then normalises with its running statistics instead of raising.
+    """
+
+    def __init__(self, channels: int, reduction: int = 1):
+        super().__init__()
+        if not isinstance(reduction, int) or not 1 <= reduction <= channels:
+            raise ValueError(f"reduction must be an integer in [1, {channels}]; got {reduction!r}")
+        hidden = channels // reduction
+        # No bias: BN subtracts the batch mean right after, so a bias there gets zero gradient
+        # (the reference code has one; it never trains).
+        self.fc1 = nn.Linear(channels, hidden, bias=False)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def _normalize(self, h: torch.Tensor) -> torch.Tensor:
+        if self.training and h.shape[0] == 1:
+            bn = self.bn
+            return F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        return self.bn(h)
+
+    def thresholds(self, x: torch.Tensor) -> torch.Tensor:
+        """``tau`` of shape ``(N, C, 1, 1)``, one threshold per sample and channel."""
+        a = x.abs().mean(dim=(2, 3))
+        alpha = torch.sigmoid(self.fc2(self.relu(self._normalize(self.fc1(a)))))
+        return (a * alpha)[:, :, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return soft_threshold(x, self.thresholds(x))
+
+
+class STRB(BasicBlock):
+    """The soft thresholding residual block (STRB, Table 2): ResNet's BasicBlock with a
+    :class:`SoftThreshold` on the residual branch, after the second BN and before the add.
+
+    That is where the reference DRSN code shrinks: the identity path is left untouched, so the
+    block can still pass its input through unchanged. Subclassing torchvision's block keeps the
+    names ``conv1``/``bn1``/``conv2``/``bn2``/``downsample``, so ResNet-18 weights load by name.
+    """
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 reduction: int = 1):
+        super().__init__(inplanes, planes, stride, downsample)
+        self.soft_threshold = SoftThreshold(planes, reduction)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.soft_threshold(self.bn2(self.conv2(out)))
+        return self.relu(out + identity)
+
+
+class DRSTN(ResNet):
+    """DRSTN (Sec. 3.3, Table 2): a stem, stages of :class:`STRB`, global pooling and an FC.
+
+    ``layers`` gives the blocks per stage (Conv_2 ... Conv_5); three entries drop Conv_5 (V5).
+    ``stem_kernel`` is Conv_1's kernel (7 in V1, 3 in V2-V5). ``stem`` only sets the
+    down-sampling: ``imagenet`` is stride 2 plus max-pooling as in ResNet-18, ``cifar`` keeps
+    full resolution for 28-32 pixel images. Table 2 changes the kernel alone, so the two are
+    independent here, unlike ``common.make_stem`` which ties 3x3 to ``cifar`` and 7x7 to ``imagenet``.
+    """
+
+    def __init__(self, layers, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
+                 stem_kernel: int = 3, width: int = 64, reduction: int = 1):
+        check_choice("stem_kernel", stem_kernel, STEM_KERNELS)
+        super().__init__(STRB, layers, num_classes=num_classes, in_chans=in_chans, stem=stem,
+                         widths=scaled_widths(width, len(layers)), block_kwargs={"reduction": reduction})
+        conv = self.stem[0]
+        if conv.kernel_size[0] != stem_kernel:
+            self.stem[0] = nn.Conv2d(in_chans, conv.out_channels, stem_kernel, conv.stride,
+                                     stem_kernel // 2, bias=False)
+            nn.init.kaiming_normal_(self.stem[0].weight, mode="fan_out", nonlinearity="relu")
+
+
+@register_model
+def drstn_v1(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=1):
+    """DRSTN_V1: ResNet-18's layout (2, 2, 2, 2) with STRBs and the 7x7 Conv_1."""
+    return DRSTN((2, 2, 2, 2), num_classes, in_chans, stem, 7, width, reduction)
+
+
+@register_model
+def drstn_v2(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=1):
+    """DRSTN_V2 = DRSTN_KS(3*3): V1 with a 3x3 Conv_1."""
+    return DRSTN((2, 2, 2, 2), num_classes, in_chans, stem, 3, width, reduction)
+
+
+@register_model
+def drstn_v3(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=1):
+    """DRSTN_V3 = DRSTN_KS(3*3)_RB(1:1:1:1): one STRB per stage."""
+    return DRSTN((1, 1, 1, 1), num_classes, in_chans, stem, 3, width, reduction)
+
+
+@register_model
+def drstn_v4(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=1):
+    """DRSTN_V4 = DRSTN_KS(3*3)_RB(2:3:5:2): most blocks in Conv_4."""
+    return DRSTN((2, 3, 5, 2), num_classes, in_chans, stem, 3, width, reduction)
+
+
+@register_model
+def drstn_v5(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=1):
+    """DRSTN_V5 = DRSTN_KS(3*3)_RB(2:2:2): Conv_5 removed, so the features are 4x width wide."""
+    return DRSTN((2, 2, 2), num_classes, in_chans, stem, 3, width, reduction)
+
+
+@torch.no_grad()
+def threshold_statistics(model: nn.Module, images: torch.Tensor) -> list[dict]:
+    """Per :class:`SoftThreshold` layer of ``model`` on ``images`` (in eval mode): its name,
+    ``tau`` (N, C), ``A`` (N, C), the fraction of activations it sets to zero, and the fraction
+    that were already zero before it (so the shrinkage's own effect can be told apart)."""
+    stats, hooks = [], []
+
+    def hook(name):
+        def record(module, inputs, output):
+            x = inputs[0]
+            stats.append({"layer": name, "tau": module.thresholds(x).flatten(1),
+                          "A": x.abs().mean(dim=(2, 3)),
+                          "zeroed": (output == 0).float().mean().item(),
+                          "zero_before": (x == 0).float().mean().item()})
+        return record
+
+    for name, module in model.named_modules():
+        if isinstance(module, SoftThreshold):
+            hooks.append(module.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        model(images)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return stats
