@@ -1,0 +1,123 @@
+"""The set-up every chapter's first cell makes.
+
+The first code cell of a chapter is :func:`first_cell`'s text: on Colab it installs this
+package from the repository (Colab already has torch, torchvision and matplotlib, so nothing
+heavy is reinstalled), then calls :func:`setup`, which picks the mode, seeds everything,
+picks the device, sets the plotting style and prints what it chose.
+
+Modes, from the environment:
+
+- ``DMCBOOK_MODE=smoke`` (or ``DMCBOOK_SMOKE=1``): CI, seconds, a few hundred images;
+- ``DMCBOOK_MODE=budget``: a CPU, real Fashion-MNIST, reduced width and epochs, minutes;
+- ``DMCBOOK_MODE=paper``: a GPU, the paper's recipe and data set.
+
+Without a setting, the mode is ``paper`` where CUDA is available and ``budget`` elsewhere.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .links import REPO_URL, colab_url
+from .models.registry import check_choice
+from .train import get_recipe, pick_device, seed_everything
+
+MODES = ("smoke", "budget", "paper")
+
+
+def first_cell(chapter: str, paper_recipe: str, paper_dataset: str) -> str:
+    """The source of a chapter's first code cell."""
+    return (
+        "# NBVAL_IGNORE_OUTPUT\n"
+        "# Set-up. On Colab this installs the book's package first (Colab already has torch).\n"
+        "import sys\n"
+        "if \"google.colab\" in sys.modules:\n"
+        f"    %pip install -q \"dmcbook @ git+{REPO_URL}\"\n"
+        "from dmcbook.notebook import setup\n"
+        f"session = setup(\"{chapter}\", paper_recipe=\"{paper_recipe}\", paper_dataset=\"{paper_dataset}\")"
+    )
+
+
+def colab_badge(notebook: str) -> str:
+    """Markdown for an "Open in Colab" badge pointing at ``notebook`` (a path in the repository)."""
+    return (f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"({colab_url(notebook)})")
+
+
+def current_mode() -> str:
+    if os.environ.get("DMCBOOK_SMOKE", "") not in ("", "0"):
+        return "smoke"
+    mode = os.environ.get("DMCBOOK_MODE")
+    if mode:
+        check_choice("DMCBOOK_MODE", mode, MODES)
+        return mode
+    return "paper" if torch.cuda.is_available() else "budget"
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The repository root (the folder with _config.yml) above ``start``; else the working folder."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "_config.yml").exists() and (folder / "dmcbook").is_dir():
+            return folder
+    return Path.cwd()
+
+
+@dataclass
+class Session:
+    """What a chapter runs with; experiments read it (see :mod:`dmcbook.experiments`)."""
+    chapter: str
+    mode: str
+    seed: int
+    device: torch.device
+    recipe: str
+    dataset: str
+    results_root: Path
+    scratch: Path
+
+    @property
+    def results_dir(self) -> Path:
+        """Where this mode's runs live: a scratch folder in smoke mode, so CI never overwrites the
+        committed results; ``results/<chapter>/<mode>`` otherwise."""
+        if self.mode == "smoke":
+            return self.scratch
+        return self.results_root / self.chapter / self.mode
+
+    def describe(self) -> str:
+        recipe = get_recipe(self.recipe)
+        return (f"chapter {self.chapter} | mode {self.mode} | device {self.device} | seed {self.seed}\n"
+                f"data set {self.dataset} | recipe {self.recipe}: {recipe.note}\n"
+                f"torch {torch.__version__} | results in {self.results_dir}")
+
+
+def setup(chapter: str, paper_recipe: str, paper_dataset: str = "cifar10", seed: int = 0,
+          style: bool = True) -> Session:
+    """Pick the mode, seed everything, pick the device and set the plotting style; print it all."""
+    mode = current_mode()
+    seed_everything(seed)
+    device = pick_device()
+    if mode == "smoke":
+        torch.set_num_threads(min(torch.get_num_threads(), 2))
+    recipe = {"smoke": "smoke", "budget": "budget", "paper": paper_recipe}[mode]
+    get_recipe(recipe)  # fail early on an unknown recipe
+    dataset = paper_dataset if mode == "paper" else "fashion-mnist"
+    if style:
+        import matplotlib.pyplot as plt
+        plt.rcParams.update({"figure.dpi": 90, "axes.grid": False, "image.interpolation": "nearest",
+                             "font.size": 9})
+    scratch = Path(tempfile.mkdtemp(prefix=f"dmcbook-{chapter}-"))
+    session = Session(chapter, mode, seed, device, recipe, dataset, find_project_root() / "results", scratch)
+    print(session.describe())
+    return session
+
+
+def show_source(obj) -> None:
+    """Display the package's source of ``obj`` (a class or function) with syntax highlighting, so
+    the chapter shows the code it runs rather than a copy that could drift from it."""
+    from IPython.display import Code, display
+    display(Code(inspect.getsource(obj), language="python"))

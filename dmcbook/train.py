@@ -1,0 +1,375 @@
+"""The training engine every chapter and the CLI drive.
+
+A :class:`Recipe` holds a paper's optimisation settings; :class:`Trainer` runs it with mixed
+precision and channels-last on CUDA (plain fp32 on the CPU), a notebook-aware progress bar,
+an atomic checkpoint every epoch, exact resumption, and a JSON history that names its run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .models.registry import check_choice
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "multistep", "constant")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimisation settings. ``width``, ``train_subset`` and ``test_subset`` reduce a budget;
+    ``note`` says what a preset cut or chose where its paper is silent."""
+    name: str
+    epochs: int
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0
+    min_lr: float = 0.0
+    milestones: tuple = ()
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    augment: str = "basic"
+    image_size: int | None = None
+    width: int | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    grad_clip: float | None = None
+    note: str = ""
+
+    def __post_init__(self):
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"recipe {self.name!r}: epochs, batch_size and lr must be positive")
+
+    def lr_at(self, epoch: float) -> float:
+        """The learning rate at a fractional epoch: linear warm-up, then the schedule."""
+        if epoch < self.warmup_epochs:
+            return self.lr * (epoch + 1e-3) / self.warmup_epochs
+        if self.schedule == "cosine":
+            span = max(self.epochs - self.warmup_epochs, 1e-8)
+            progress = min((epoch - self.warmup_epochs) / span, 1.0)
+            return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+        if self.schedule == "multistep":
+            return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+        return self.lr
+
+
+RECIPES = {r.name: r for r in [
+    Recipe("dmcnet", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
+           schedule="cosine", warmup_epochs=5, min_lr=1e-6, augment="paper",
+           note="DMCNet Sec. 3: SGD 0.1, 5 warm-up epochs, cosine to 1e-6, AutoAugment + RandomErasing"),
+    Recipe("gdfrnet", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
+           schedule="multistep", milestones=(60, 120, 160), gamma=0.2, label_smoothing=0.1,
+           note="GDFRNet Table 2: SGD 0.1, decay 0.2, label smoothing 0.1, batch 128 (64 for large images); "
+                "the decay epochs are not stated: we use 60/120/160"),
+    Recipe("resneskt", epochs=100, batch_size=8, lr=1e-3, momentum=0.9, weight_decay=0.0,
+           schedule="multistep", milestones=(50,), gamma=0.1, image_size=224,
+           note="ResNeSkt Sec. 3.2: SGD, 1e-3 for epochs 1-50, 1e-4 to 100, batch 8, 224x224; "
+                "momentum 0.9 is our assumption (the paper states none)"),
+    Recipe("drstn", epochs=30, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4,
+           schedule="cosine",
+           note="DRSTN states no optimiser, schedule or epoch count: SGD 0.01 with cosine over 30 epochs is our choice"),
+    Recipe("budget", epochs=4, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4,
+           schedule="cosine", warmup_epochs=0.5, width=16, train_subset=10000,
+           note="CPU budget: stage widths 16-128 instead of 64-512, 10 000 training images, 4 epochs"),
+    Recipe("smoke", epochs=1, batch_size=32, lr=0.05, schedule="cosine", width=8, train_subset=128,
+           test_subset=128, note="CI smoke test: seconds, not a result"),
+]}
+
+
+def list_recipes() -> list[str]:
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str, **overrides) -> Recipe:
+    """A named preset, with any field replaced by ``overrides``."""
+    check_choice("recipe", name, list_recipes())
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown recipe fields {unknown}; expected some of {sorted(fields)}")
+    return dataclasses.replace(RECIPES[name], **overrides)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is unreadable, or belongs to another model."""
+
+
+def pick_device(device=None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def environment(device: torch.device) -> dict:
+    """Library versions and hardware, stored with every result."""
+    import torchvision
+    env = dict(python=sys.version.split()[0], torch=torch.__version__, torchvision=torchvision.__version__,
+               numpy=np.__version__, platform=platform.platform(), cpu=platform.processor() or platform.machine(),
+               cpu_threads=torch.get_num_threads(), device=str(device))
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file and os.replace, so a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_json(obj, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1)))
+
+
+def load_checkpoint(path, model: nn.Module | None = None, model_name: str | None = None) -> dict:
+    """Read a checkpoint safely (``weights_only=True``: no code in it can run) and, given a model,
+    load its weights. Corrupt files and checkpoints of another architecture raise CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path} is not a readable dmcbook checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"{path} holds no 'model' state dict; is it a dmcbook checkpoint?")
+    expected = model_name or getattr(model, "model_name", None)
+    stored = ckpt.get("model_name")
+    if expected and stored and stored != expected:
+        raise CheckpointError(f"{path} was written by model {stored!r}, not {expected!r}")
+    if model is not None:
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            first = str(err).splitlines()[0]
+            raise CheckpointError(f"{path} does not fit this {expected or 'model'}: {first}") from None
+    return ckpt
+
+
+def _rng_state() -> dict:
+    state = dict(torch=torch.get_rng_state(), python=random.getstate(),
+                 numpy=torch.from_numpy(np.random.get_state()[1].astype(np.int64)))
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def _autocast_dtype(device: torch.device):
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of a whole loader, in eval mode (the model's mode is restored)."""
+    device = pick_device(device)
+    was_training = model.training
+    model.eval().to(device)
+    dtype = _autocast_dtype(device)
+    logits, labels = [], []
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits.append(model(x).float().cpu())
+        labels.append(y)
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(model: nn.Module, loader, device=None) -> dict:
+    logits, labels = predict(model, loader, device)
+    return dict(loss=F.cross_entropy(logits, labels).item(),
+                acc=(logits.argmax(1) == labels).float().mean().item())
+
+
+class Trainer:
+    """Train ``model`` on ``data`` (a :class:`dmcbook.data.DataBundle`) with ``recipe``.
+
+    With ``out_dir`` set, every epoch writes ``checkpoint.pt`` (model, optimizer, scheduler,
+    scaler, RNG states, best accuracy, history) and ``history.json`` atomically, and the best
+    epoch's weights to ``best.pt``. ``resume=True`` continues from ``checkpoint.pt``; each epoch
+    reseeds from (seed, epoch), so on the CPU a resumed run reproduces an uninterrupted one.
+    """
+
+    def __init__(self, model: nn.Module, data, recipe: Recipe, out_dir=None, seed: int = 0,
+                 device=None, resume: bool = False, progress: bool = True, run_config: dict | None = None):
+        self.model, self.data, self.recipe, self.seed = model, data, recipe, seed
+        self.device = pick_device(device)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume, self.progress = resume, progress
+        self.amp_dtype = _autocast_dtype(self.device)
+        self.channels_last = self.device.type == "cuda"
+        self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if recipe.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                                             weight_decay=recipe.weight_decay)
+        else:
+            opt = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
+            self.optimizer = opt(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        self.steps_per_epoch = max(len(data.train_loader), 1)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: recipe.lr_at(step / self.steps_per_epoch) / recipe.lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        n_params = sum(p.numel() for p in model.parameters())
+        self.history = dict(
+            config=dict(model=getattr(model, "model_name", type(model).__name__), parameters=n_params,
+                        dataset=data.name, data=data.describe(), seed=seed, recipe=dataclasses.asdict(recipe),
+                        **(run_config or {})),
+            environment=environment(self.device), epochs=[], status="running")
+        self.best_acc, self.start_epoch = 0.0, 0
+        if resume and self.out_dir is not None and (self.out_dir / "checkpoint.pt").exists():
+            self._restore(self.out_dir / "checkpoint.pt")
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict:
+        return dict(model=self.model.state_dict(), model_name=getattr(self.model, "model_name", None),
+                    optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                    scaler=self.scaler.state_dict(), rng=_rng_state(), epoch=epoch,
+                    best_acc=self.best_acc, history=json.dumps(self.history))
+
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, self.model)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"])
+        saved = json.loads(ckpt["history"])
+        if saved["config"].get("recipe") != json.loads(json.dumps(self.history["config"]["recipe"])):
+            raise CheckpointError(f"{path} was trained with another recipe; start a new out_dir or drop resume")
+        self.history["epochs"] = saved["epochs"]
+        self.best_acc, self.start_epoch = ckpt["best_acc"], ckpt["epoch"] + 1
+        self._summarise(finished=self.start_epoch >= self.recipe.epochs)
+
+    def _save(self, epoch: int, is_best: bool) -> None:
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = self._state(epoch)
+        _atomic_write(self.out_dir / "checkpoint.pt", lambda p: torch.save(state, p))
+        if is_best:
+            best = dict(model=state["model"], model_name=state["model_name"], epoch=epoch, best_acc=self.best_acc,
+                        config=json.dumps(self.history["config"]))
+            _atomic_write(self.out_dir / "best.pt", lambda p: torch.save(best, p))
+        save_json(self.history, self.out_dir / "history.json")
+
+    # -- the loop --------------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> dict:
+        self.model.train()
+        # Reseed from (seed, epoch): the shuffle and augmentations of an epoch are the same
+        # whether or not the run was interrupted before it.
+        seed_everything(self.seed * 100_003 + epoch)
+        generator = getattr(self.data.train_loader, "generator", None)
+        if generator is not None:
+            generator.manual_seed(self.seed * 100_003 + epoch)
+        total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+        bar = tqdm(self.data.train_loader, desc=f"epoch {epoch + 1}/{self.recipe.epochs}", leave=False,
+                   disable=not self.progress, mininterval=1.0)
+        for step, (x, y) in enumerate(bar):
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                logits = self.model(x)
+                loss = self.criterion(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the run stopped and "
+                    f"the last good checkpoint (epoch {epoch}) is untouched. Lower the learning rate or check the data.")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.recipe.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            if self.progress and step % 10 == 0:
+                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2g}",
+                                img_s=f"{seen / (time.perf_counter() - start):.0f}")
+        elapsed = time.perf_counter() - start
+        return dict(train_loss=total_loss / max(seen, 1), train_acc=correct / max(seen, 1),
+                    train_time=elapsed, images_per_sec=seen / max(elapsed, 1e-9))
+
+    def fit(self, stop_after: int | None = None) -> dict:
+        """Train to the recipe's last epoch (or only up to epoch ``stop_after``, to simulate an
+        interruption) and return the history."""
+        last = self.recipe.epochs if stop_after is None else min(stop_after, self.recipe.epochs)
+        for epoch in range(self.start_epoch, last):
+            lr = self.optimizer.param_groups[0]["lr"]
+            try:
+                record = self._train_epoch(epoch)
+            except TrainingDiverged as err:
+                self.history["status"] = f"diverged: {err}"
+                if self.out_dir is not None:  # the history says why; the checkpoint stays as it was
+                    save_json(self.history, self.out_dir / "history.json")
+                raise
+            test = evaluate(self.model, self.data.test_loader, self.device)
+            record = dict(epoch=epoch + 1, lr=lr, **record, test_loss=test["loss"], test_acc=test["acc"])
+            self.history["epochs"].append(record)
+            is_best = test["acc"] > self.best_acc
+            self.best_acc = max(self.best_acc, test["acc"])
+            finished = epoch + 1 == self.recipe.epochs
+            self._summarise(finished)
+            self._save(epoch, is_best)
+            self.start_epoch = epoch + 1
+            if self.progress:
+                tqdm.write(f"epoch {epoch + 1:>3}/{self.recipe.epochs}  train loss {record['train_loss']:.4f} "
+                           f"acc {record['train_acc']:.4f}  test loss {test['loss']:.4f} acc {test['acc']:.4f}  "
+                           f"lr {lr:.3g}  {record['images_per_sec']:.0f} img/s")
+        return self.history
+
+    def _summarise(self, finished: bool) -> None:
+        epochs = self.history["epochs"]
+        best = max(epochs, key=lambda e: e["test_acc"])
+        self.history.update(status="finished" if finished else "running",
+                            final_test_acc=epochs[-1]["test_acc"], best_test_acc=best["test_acc"],
+                            best_epoch=best["epoch"], train_time=sum(e["train_time"] for e in epochs))

@@ -1,0 +1,39 @@
+"""The book's configuration agrees with the package: one repository URL, notebooks not executed
+at build time, every page in the table of contents present."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dmcbook.links import REPO_URL
+from dmcbook.notebook import first_cell
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_config_names_the_same_repository_and_renders_stored_outputs():
+    assert CONFIG["repository"]["url"] == REPO_URL
+    assert CONFIG["execute"]["execute_notebooks"] == "off"
+    assert (ROOT / CONFIG["bibtex_bibfiles"][0]).exists()
+    assert f'Repository = "{REPO_URL}"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_every_toc_entry_exists():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for c in toc["chapters"]]
+    missing = [f for f in files if not any((ROOT / f).with_suffix(s).exists() for s in (".md", ".ipynb"))]
+    assert not missing
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_start_with_the_set_up_cell_and_are_committed_executed(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    source = "".join(code[0]["source"])
+    assert REPO_URL in source and "setup(" in source
+    assert source.splitlines()[:5] == first_cell("x", "y", "z").splitlines()[:5]
+    assert all(c["execution_count"] is not None for c in code), "commit the notebook executed"
+    assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"]

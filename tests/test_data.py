@@ -1,0 +1,119 @@
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dmcbook import data as D
+
+
+def test_digits_is_always_there_and_resized():
+    bundle = D.get_data("digits", batch_size=16)
+    x, y = next(iter(bundle.train_loader))
+    assert x.shape == (16, 1, 32, 32) and y.dtype == torch.int64
+    assert len(bundle.train_set) + len(bundle.test_set) == 1797
+    assert bundle.num_classes == 10 and bundle.in_chans == 1
+
+
+def test_channel_conversion_and_subsets():
+    bundle = D.get_data("digits", in_chans=3, image_size=28, batch_size=8, train_subset=40, test_subset=20)
+    x, _ = next(iter(bundle.test_loader))
+    assert x.shape[1:] == (3, 28, 28)
+    assert torch.allclose(x[:, 0], x[:, 1]) and torch.allclose(x[:, 1], x[:, 2])
+    assert len(bundle.train_set) == 40 and len(bundle.test_set) == 20
+    assert bundle.denormalize(x).min() >= 0 and bundle.denormalize(x).max() <= 1
+
+
+def test_digits_are_not_flipped_but_fashion_is():
+    assert not D.SPECS["digits"].hflip and not D.SPECS["svhn"].hflip and D.SPECS["fashion-mnist"].hflip
+    names = [type(t).__name__ for t in D.build_transforms(D.SPECS["digits"], 32, 1, "paper", True).transforms]
+    assert "RandomHorizontalFlip" not in names and "RandomErasing" in names
+
+
+def test_paper_augmentation_uses_the_papers_autoaugment_policy():
+    steps = D.build_transforms(D.SPECS["svhn"], 32, 3, "paper", True).transforms
+    auto = [t for t in steps if type(t).__name__ == "AutoAugment"]
+    assert auto and auto[0].policy == D.T.AutoAugmentPolicy.SVHN
+    erasing = [t for t in steps if type(t).__name__ == "RandomErasing"]
+    assert erasing[0].p == 0.5
+
+
+def test_unknown_dataset_lists_the_valid_names():
+    with pytest.raises(ValueError, match="unknown data set 'cifar11'.*'cifar10'"):
+        D.get_data("cifar11")
+
+
+def test_missing_dataset_offline_gives_one_clear_error(tmp_path, monkeypatch):
+    def offline(*args, download=False, **kwargs):
+        if download:
+            raise urllib.error.URLError("no network")
+        raise RuntimeError("Dataset not found. You can use download=True to download it")
+    monkeypatch.setattr(D.datasets, "CIFAR10", offline)
+    with pytest.raises(D.DatasetUnavailable) as info:
+        D.get_data("cifar10", root=tmp_path)
+    message = str(info.value)
+    assert "'cifar10' is not available" in message and str(tmp_path) in message
+    assert "How to get it" in message and "URLError" in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_download_false_never_downloads(tmp_path):
+    with pytest.raises(D.DatasetUnavailable, match="downloads are switched off"):
+        D.load_dataset("mnist", True, root=tmp_path, download=False)
+
+
+def test_dmcbook_data_variable_is_searched_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMCBOOK_DATA", str(tmp_path))
+    with pytest.raises(D.DatasetUnavailable) as info:
+        D.load_dataset("svhn", True, download=False)
+    assert info.value.searched[0] == str(tmp_path)
+
+
+def _write_images(folder: Path, n: int, size=(40, 30)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"img{i}.JPEG")
+
+
+def test_imagenet10_reads_the_ten_wnids_and_splits_per_class(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "IMAGENET10_TRAIN_PER_CLASS", 3)
+    monkeypatch.setattr(D, "IMAGENET10_TEST_PER_CLASS", 2)
+    for wnid in D.IMAGENET10_WNIDS:
+        _write_images(tmp_path / wnid, 6)
+    _write_images(tmp_path / "n99999999", 4)  # another class: must be left out
+    bundle = D.get_data("imagenet10", root=tmp_path, image_size=32, batch_size=4)
+    assert len(bundle.train_set) == 30 and len(bundle.test_set) == 20
+    assert bundle.classes == list(D.IMAGENET10_WNIDS)
+    x, _ = next(iter(bundle.train_loader))
+    assert x.shape == (4, 3, 32, 32)
+
+
+def test_imagenet10_names_the_missing_class_folders(tmp_path):
+    with pytest.raises(D.DatasetUnavailable, match="n01514668"):
+        D.get_data("imagenet10", root=tmp_path)
+
+
+def test_imagewoof_reads_an_unpacked_archive(tmp_path):
+    for split in ("train", "val"):
+        for cls in ("n02086240", "n02087394"):
+            _write_images(tmp_path / "imagewoof2-320" / split / cls, 2)
+    bundle = D.get_data("imagewoof", root=tmp_path, image_size=64, batch_size=2, download=False)
+    assert len(bundle.train_set) == 4 and bundle.classes == ["n02086240", "n02087394"]
+    assert next(iter(bundle.test_loader))[0].shape == (4, 3, 64, 64)
+
+
+@pytest.mark.skipif(not (D.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+                    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+def test_fashion_mnist_reads_the_real_debian_files():
+    bundle = D.get_data("fashion-mnist", batch_size=64, augment="none", download=False)
+    assert len(bundle.train_set) == 60000 and len(bundle.test_set) == 10000
+    assert bundle.classes[9] == "Ankle boot"
+    x, y = next(iter(bundle.test_loader))
+    assert x.shape == (256, 1, 28, 28)
+    # The first test image of Fashion-MNIST is an ankle boot.
+    assert y[0].item() == 9
+    raw = D.load_dataset("fashion-mnist", False, download=False)
+    assert np.asarray(raw[0][0]).mean() > 0  # real pixels, not zeros

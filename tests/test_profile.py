@@ -1,0 +1,31 @@
+import torch
+from torch import nn
+
+import dmcbook
+from dmcbook.profile import benchmark, count_flops, count_params
+
+
+def test_flops_of_a_convolution_match_the_formula():
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    counted = count_flops(conv, (3, 10, 12))
+    macs = 8 * 3 * 3 * 3 * 10 * 12
+    assert counted == {"macs": macs, "flops": 2 * macs}
+
+
+def test_resnet34_costs_match_the_papers_thop_counts():
+    # DMCNet Table 7: ResNet-34 (Net4) 3.68 G at 224x224; GDFRNet Table 8: 1.16 G at 32x32 (cifar stem).
+    at224 = count_flops(dmcbook.create_model("resnet34", 10, 3, "imagenet"), (3, 224, 224))["macs"] / 1e9
+    at32 = count_flops(dmcbook.create_model("resnet34", 10, 3, "cifar"), (3, 32, 32))["macs"] / 1e9
+    assert abs(at224 - 3.6) < 0.1 and abs(at32 - 1.16) < 0.02
+
+
+def test_count_params():
+    assert count_params(nn.Linear(3, 2)) == 8
+
+
+def test_benchmark_reports_ratios_to_the_baseline():
+    rows = benchmark(["resnet18"], baseline="resnet34", input_size=(1, 16, 16), batch_size=2, steps=1,
+                     rounds=1, width=4)
+    assert [r["model"] for r in rows] == ["resnet34", "resnet18"]
+    assert rows[0]["train time ratio"] == 1.0 and rows[0]["MACs ratio"] == 1.0
+    assert rows[1]["MACs ratio"] < 1.0
