@@ -252,3 +252,16 @@ def test_fasterrcnn_backbone_forward_and_loss_step():
     assert out[0]["boxes"].shape[1] == 4 and len(out[0]["boxes"]) == len(out[0]["labels"])
     with pytest.raises(ValueError, match="returned_layers"):
         fasterrcnn(create_model("resneskt50", width=4), returned_layers=(0, 5))
+
+
+def test_attention_details_restores_p_and_mode():
+    from dmcbook.models.resneskt import attention_details
+    model = create_model("resneskt50", width=4).train()
+    x = torch.rand(3, 3, 16, 16)
+    details = attention_details(model, x, gem_p=1.0)
+    assert model.training and all(b.ska.gem.p.item() == 3.0 for b in model.layers[0])
+    assert len(details) == 16 and details[0]["split"]["weights"].shape == (3, 2, 4)
+    pooled = details[0]["spatial"]["pooled"]                  # with p = 1 the GeM map is the average map
+    assert torch.allclose(pooled[:, :, 2], pooled[:, :, 0].clamp(min=1e-6), atol=1e-5)
+    off = attention_details(create_model("resneskt50", width=4, spatial=False), x)
+    assert off[0]["spatial"] is None
