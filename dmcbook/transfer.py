@@ -85,6 +85,39 @@ def state_dict_of(source) -> dict[str, torch.Tensor]:
                      "a state dict, a checkpoint dict with a 'model' entry, or a path to one")
 
 
+def _imagenet_state_dict(weights, alternative: str) -> dict[str, torch.Tensor]:
+    """torchvision's pretrained ``weights`` (downloaded once, then cached by torch.hub)."""
+    try:
+        return weights.get_state_dict(progress=False)
+    except Exception as err:  # offline: URLError or a socket error, depending on the platform
+        raise WeightsUnavailable(
+            f"torchvision's ImageNet weights {weights} could not be loaded ({type(err).__name__}: {err}). "
+            f"This machine is probably offline. Run where {weights.url} can be downloaded (Colab can), "
+            f"copy that file to {Path(torch.hub.get_dir()) / 'checkpoints'}, {alternative}.") from None
+
+
+# Table 1: torchvision's name and the Grad-CAM layer (the last convolutional activation) of each network.
+TABLE1_NETWORKS = {
+    "SqueezeNet1_1": ("squeezenet1_1", lambda m: m.features[-1]),  # the last Fire module, 13x13
+    "AlexNet": ("alexnet", lambda m: m.features[11]),              # the ReLU after conv5, 13x13
+    "VGG-16": ("vgg16", lambda m: m.features[29]),                 # the ReLU after conv5_3, 14x14
+    "ResNet-18": ("resnet18", lambda m: m.layer4[-1]),             # the last BasicBlock, 7x7
+}
+
+
+def imagenet_networks() -> dict[str, tuple[nn.Module, nn.Module]]:
+    """Table 1's ImageNet-pretrained networks in eval mode, each with its Grad-CAM target layer.
+    Raises :class:`WeightsUnavailable` when any of the weights cannot be had."""
+    from torchvision.models import get_model, get_model_weights
+    networks = {}
+    for label, (name, target_layer) in TABLE1_NETWORKS.items():
+        weights = get_model_weights(name).IMAGENET1K_V1
+        model = get_model(name, weights=None)
+        model.load_state_dict(_imagenet_state_dict(weights, "or use the comparison on networks trained here"))
+        networks[label] = (model.eval(), target_layer(model))
+    return networks
+
+
 def resnet18_state_dict(source=None) -> dict[str, torch.Tensor]:
     """ResNet-18 weights in this package's key names.
 
@@ -95,15 +128,8 @@ def resnet18_state_dict(source=None) -> dict[str, torch.Tensor]:
     """
     if source is None:
         from torchvision.models import ResNet18_Weights
-        try:
-            source = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
-        except Exception as err:  # offline: URLError, or a socket error, depending on the platform
-            raise WeightsUnavailable(
-                "torchvision's ImageNet ResNet-18 weights could not be loaded "
-                f"({type(err).__name__}: {err}). This machine is probably offline. Either run where "
-                f"{ResNet18_Weights.IMAGENET1K_V1.url} can be downloaded (Colab can), copy that file to "
-                f"{Path(torch.hub.get_dir()) / 'checkpoints'}, or pass the path of any ResNet-18 "
-                "checkpoint as `source`.") from None
+        source = _imagenet_state_dict(ResNet18_Weights.IMAGENET1K_V1,
+                                      "or pass the path of any ResNet-18 checkpoint as `source`")
     state = {torchvision_to_dmcbook(k): v for k, v in state_dict_of(source).items()}
     _check_resnet18(state)
     return state

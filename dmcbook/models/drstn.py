@@ -173,3 +173,30 @@ def threshold_statistics(model: nn.Module, images: torch.Tensor) -> list[dict]:
             h.remove()
         model.train(was_training)
     return stats
+
+
+@torch.no_grad()
+def stage_table(model: ResNet, input_size=(3, 32, 32)) -> list[dict]:
+    """The network at a glance: for the stem, each stage, the pooling and the classifier, its
+    blocks, output shape and parameters (the soft-threshold share given apart)."""
+    parts = [("Conv_1 (stem)", model.stem)]
+    parts += [(f"Conv_{i + 2}", stage) for i, stage in enumerate(model.layers)]
+    parts += [("GAP", model.pool), ("FC", model.fc)]
+    shapes, hooks = {}, []
+    for label, module in parts:
+        hooks.append(module.register_forward_hook(lambda m, i, o, label=label: shapes.__setitem__(label, tuple(o.shape[1:]))))
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, *input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    count = lambda modules: sum(p.numel() for m in modules for p in m.parameters())  # noqa: E731
+    return [{"part": label,
+             "blocks": len(module) if module in model.layers else "",
+             "output": " x ".join(map(str, shapes[label])),
+             "params": count([module]),
+             "of which soft threshold": count([m for m in module.modules() if isinstance(m, SoftThreshold)])}
+            for label, module in parts]
