@@ -69,13 +69,17 @@ def test_frm_is_eq_1_to_12():
             * m.weight[:, None, None] + m.bias[:, None, None]
 
     att = frm.attention
+    conv1, bn1 = att.squeeze[0], att.squeeze[1]
     x_h = x.mean(2, keepdim=True)  # Eq. 6, pooling over H: (C, 1, W)
     x_w = x.mean(3, keepdim=True)  # Eq. 7, pooling over W: (C, H, 1)
     y = torch.cat([x_w, x_h.transpose(2, 3)], 2)  # Eq. 8: (C, H + W, 1)
-    y = F.leaky_relu(bn(torch.einsum("oc,nchw->nohw", att.conv1.weight[:, :, 0, 0], y), att.bn1), 0.2)  # Eq. 9
+    y = F.leaky_relu(bn(torch.einsum("oc,nchw->nohw", conv1.weight[:, :, 0, 0], y), bn1), 0.2)  # Eq. 9
     y_w, y_h = y[:, :, :7], y[:, :, 7:].transpose(2, 3)
-    a_w = torch.sigmoid(torch.einsum("oc,nchw->nohw", att.conv_h.weight[:, :, 0, 0], y_w))
-    a_h = torch.sigmoid(torch.einsum("oc,nchw->nohw", att.conv_w.weight[:, :, 0, 0], y_h))
+
+    def gate(conv, t):
+        return torch.sigmoid(torch.einsum("oc,nchw->nohw", conv.weight[:, :, 0, 0], t) + conv.bias[:, None, None])
+
+    a_w, a_h = gate(att.gate_w, y_w), gate(att.gate_h, y_h)
     x2 = x * a_w * a_h  # Eq. 11
     with torch.no_grad():
         maps = frm_maps(frm, x)
@@ -89,6 +93,21 @@ def test_frm_is_eq_1_to_12():
         torch.testing.assert_close(maps["A_w"], a_w)
         torch.testing.assert_close(maps["X1"], x1)
         torch.testing.assert_close(frm(x), x1 + x2)  # Eq. 12
+
+
+def test_frm_attention_equals_timm_coordinate_attention():
+    coord_attn = pytest.importorskip("timm.layers.coord_attn")
+    torch.manual_seed(0)
+    ours = FRM(16, r=4).attention.eval()
+    timm_ca = coord_attn.CoordAttn(16, rd_channels=4, bias=True, act_layer=lambda: torch.nn.LeakyReLU(0.2)).eval()
+    with torch.no_grad():
+        timm_ca.conv1.weight.copy_(ours.squeeze[0].weight)
+        timm_ca.conv1.bias.zero_()
+        timm_ca.bn1.load_state_dict(ours.squeeze[1].state_dict())
+        timm_ca.conv_h.load_state_dict(ours.gate_w.state_dict())  # timm's "h" gate indexes rows: our A_w
+        timm_ca.conv_w.load_state_dict(ours.gate_h.state_dict())
+        x = torch.randn(2, 16, 5, 8)
+        torch.testing.assert_close(ours(x), timm_ca(x))
 
 
 def test_log_buffers_are_fixed_and_saved():
@@ -199,7 +218,7 @@ def test_frm_parameter_count_is_the_closed_form():
                 + c * c // 2 + c       # Eq. 3 PWConv to C/2 + BN
                 + c // 2 * c + 2 * c   # Eq. 4 Conv1x1 back to C + BN
                 + 16 * c * c + 2 * c   # Eq. 5 transposed 4x4 + BN
-                + c * c // r + 2 * c // r + 2 * (c // r) * c)  # Eq. 9 and the two gates
+                + c * c // r + 2 * c // r + 2 * ((c // r) * c + c))  # Eq. 9 and the two gates with bias
     assert n_params(FRM(c, r)) == expected
 
 

@@ -11,11 +11,9 @@ says what it chose. The chapter notebook lists every such decision.
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import torch
 import torch.nn.functional as F
-from timm.layers.coord_attn import CoordAttn  # in recent timm (tested with 1.0.31)
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
@@ -36,6 +34,40 @@ def _conv_bn(in_chans, out_chans, kernel_size=1, stride=1, groups=1, act=True):
     if act:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
+
+
+class DirectionAwareAttention(nn.Module):
+    """X2 of the FRM, Eq. 6-11: ``X2 = X * A_w * A_h``.
+
+    H_Pool averages over H (X_h: C x 1 x W, Eq. 6), W_Pool over W (X_w: C x H x 1, Eq. 7); the two
+    are concatenated along space (Eq. 8), squeezed by a shared PWConv to C/r-BN-LeakyReLU(0.2)
+    (Eq. 9-10), split, and each part gives a Sigmoid gate through its own PWConv: A_h (C x 1 x W)
+    and A_w (C x H x 1). This is coordinate attention (Hou et al. 2021, the paper's ref. [14]) with
+    a LeakyReLU. timm has it as ``CoordAttn`` only from 1.0.23 on, newer than the book requires,
+    and the chapter needs A_h and A_w themselves, so it is written out here (the tests compare it
+    with timm's where that is installed).
+    """
+
+    def __init__(self, channels: int, r: int = 32):
+        super().__init__()
+        if not isinstance(r, int) or r < 1 or channels % r:
+            raise ValueError(f"FRM reduction r={r!r} must be a positive integer dividing the channel count "
+                             f"C={channels} (the attention path has C/r channels); lower r or raise width")
+        self.squeeze = nn.Sequential(nn.Conv2d(channels, channels // r, 1, bias=False),
+                                     nn.BatchNorm2d(channels // r), nn.LeakyReLU(0.2))
+        self.gate_h = nn.Conv2d(channels // r, channels, 1)
+        self.gate_w = nn.Conv2d(channels // r, channels, 1)
+
+    def weights(self, x):
+        """A_h (N, C, 1, W) and A_w (N, C, H, 1)."""
+        h, w = x.shape[-2:]
+        y = torch.cat([x.mean(2, keepdim=True).transpose(2, 3), x.mean(3, keepdim=True)], 2)  # Eq. 6-8
+        y_h, y_w = self.squeeze(y).split([w, h], 2)  # Eq. 9
+        return torch.sigmoid(self.gate_h(y_h.transpose(2, 3))), torch.sigmoid(self.gate_w(y_w))
+
+    def forward(self, x):
+        a_h, a_w = self.weights(x)
+        return x * a_w * a_h  # Eq. 11
 
 
 class FRM(nn.Module):
@@ -59,9 +91,6 @@ class FRM(nn.Module):
         super().__init__()
         check_choice("FRM upsample", upsample, UPSAMPLE)
         check_choice("FRM down", down, DOWN)
-        if not isinstance(r, int) or r < 1 or channels % r:
-            raise ValueError(f"FRM reduction r={r!r} must be a positive integer dividing the channel count "
-                             f"C={channels} (the attention path has C/r channels); lower r or raise width")
         if not isinstance(k, int) or k < 2 or k % 2:
             raise ValueError(f"FRM transposed-conv kernel k={k!r} must be an even integer >= 2 "
                              "(padding (k-2)/2 must be whole, Table 3)")
@@ -78,10 +107,7 @@ class FRM(nn.Module):
         else:
             self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
         self.up_bn = nn.BatchNorm2d(channels)
-        # timm's CoordAttn is exactly Eq. 6-11 (strip pooling, shared 1x1, split, two 1x1 + sigmoid,
-        # x * a_w * a_h); we pass C/r explicitly so timm's rounding to multiples of 8 does not apply.
-        self.attention = CoordAttn(channels, rd_channels=channels // r,
-                                   act_layer=partial(nn.LeakyReLU, 0.2))
+        self.attention = DirectionAwareAttention(channels, r)
 
     def reconstruction(self, x):
         """X1 of Eq. 5, cropped to the input size."""
@@ -93,19 +119,10 @@ class FRM(nn.Module):
 
 
 def frm_maps(frm: FRM, x: torch.Tensor) -> dict:
-    """X1, X2, the output and the attention weights of ``frm`` on ``x``, for pictures.
-
-    ``A_h`` has shape (N, C, 1, W) (weights along the image's width, from pooling over H) and
-    ``A_w`` has shape (N, C, H, 1), as in the paper; timm calls them the other way round.
-    """
-    gates = []
-    handle = frm.attention.gate.register_forward_hook(lambda m, i, out: gates.append(out))
-    try:
-        x2 = frm.attention(x)
-    finally:
-        handle.remove()
-    a_w, a_h = gates  # timm gates its H-indexed map first
-    x1 = frm.reconstruction(x)
+    """X1, X2, the output and the attention weights A_h (N, C, 1, W) and A_w (N, C, H, 1) of ``frm``
+    on ``x``, for pictures."""
+    a_h, a_w = frm.attention.weights(x)
+    x1, x2 = frm.reconstruction(x), x * a_w * a_h
     return {"X1": x1, "X2": x2, "out": x1 + x2, "A_h": a_h, "A_w": a_w}
 
 
