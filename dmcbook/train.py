@@ -90,7 +90,7 @@ RECIPES = {r.name: r for r in [
            note="DRSTN states no optimiser, schedule or epoch count: SGD 0.01 with cosine over 30 epochs is our choice"),
     Recipe("budget", epochs=4, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4,
            schedule="cosine", warmup_epochs=0.5, width=16, train_subset=10000,
-           note="CPU budget: stage widths 16-128 instead of 64-512, 10 000 training images, 4 epochs"),
+           note="CPU budget: reduced stage widths, a subset of the training images and few epochs (the fields say how many)"),
     Recipe("smoke", epochs=1, batch_size=32, lr=0.05, schedule="cosine", width=8, train_subset=128,
            test_subset=128, note="CI smoke test: seconds, not a result"),
 ]}
@@ -344,7 +344,6 @@ class Trainer:
         interruption) and return the history."""
         last = self.recipe.epochs if stop_after is None else min(stop_after, self.recipe.epochs)
         for epoch in range(self.start_epoch, last):
-            lr = self.optimizer.param_groups[0]["lr"]
             try:
                 record = self._train_epoch(epoch)
             except TrainingDiverged as err:
@@ -352,6 +351,7 @@ class Trainer:
                 if self.out_dir is not None:  # the history says why; the checkpoint stays as it was
                     save_json(self.history, self.out_dir / "history.json")
                 raise
+            lr = self.optimizer.param_groups[0]["lr"]  # where the schedule stands at the epoch's end
             test = evaluate(self.model, self.data.test_loader, self.device)
             record = dict(epoch=epoch + 1, lr=lr, **record, test_loss=test["loss"], test_acc=test["acc"])
             self.history["epochs"].append(record)
