@@ -265,3 +265,11 @@ def test_attention_details_restores_p_and_mode():
     assert torch.allclose(pooled[:, :, 2], pooled[:, :, 0].clamp(min=1e-6), atol=1e-5)
     off = attention_details(create_model("resneskt50", width=4, spatial=False), x)
     assert off[0]["spatial"] is None
+
+
+def test_zero_init_last_makes_blocks_start_as_their_shortcut():
+    from dmcbook.models.resneskt import zero_init_last
+    model = zero_init_last(create_model("resneskt50", width=4)).eval()
+    block = model.layers[0][1]                                   # identity shortcut
+    x = torch.randn(2, 16, 8, 8)
+    assert torch.equal(block(x), F.relu(x))

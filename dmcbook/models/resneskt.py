@@ -211,6 +211,16 @@ class ResNeSktBottleneck(nn.Module):
 
 
 @torch.no_grad()
+def zero_init_last(model: nn.Module) -> nn.Module:
+    """Zero the last BN of every ResNeSkt block, so that each block starts as its shortcut (Goyal et
+    al.'s trick, timm's default for ResNeSt); short runs of deep bottleneck networks need it."""
+    for block in model.modules():
+        if isinstance(block, ResNeSktBottleneck):
+            nn.init.zeros_(block.bn3.weight)
+    return model
+
+
+@torch.no_grad()
 def attention_details(model: nn.Module, images: torch.Tensor, gem_p: float | None = None) -> list[dict]:
     """What every ResNeSkt block of ``model`` computes on ``images``, for the chapter's pictures.
 
