@@ -95,31 +95,38 @@ class DynamicMaskConv(nn.Module):
             mid = max(in_chans // cond_reduction, 1)
             self.cond = nn.Sequential(nn.Conv2d(in_chans, mid, 3, padding=1), nn.Conv2d(mid, 1, 1), nn.Sigmoid())
 
-    def draw_masks(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Draw M1 (N, C, 1, 1) and M2 (the weight's shape), already scaled by 1/(1-m); None when off.
+    def draw_masks(self, x: torch.Tensor, m: float | None = None,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw M1 (N, C, 1, 1) and M2 (the weight's shape) with drop probability ``m`` (default: the
+        module's), already scaled by 1/(1-m). Drawn explicitly rather than through F.dropout2d so
+        that the chapter can show them; ``forward`` uses those whose switch is on."""
+        m = self.m if m is None else m
+        w = self.conv.weight
+        m1 = torch.rand(x.shape[0], x.shape[1], 1, 1, generator=generator, device=x.device) >= m
+        m2 = torch.rand(w.shape, generator=generator, device=w.device) >= m
+        return m1.to(x.dtype) / (1 - m), m2.to(w.dtype) / (1 - m)
 
-        Drawn explicitly rather than through F.dropout2d so that the chapter can show them.
-        """
-        keep = 1.0 - self.m
-        m1 = (torch.rand(x.shape[0], x.shape[1], 1, 1, device=x.device) >= self.m).to(x.dtype) / keep \
-            if self.channel_mask else None
-        m2 = (torch.rand_like(self.conv.weight) >= self.m).to(x.dtype) / keep if self.kernel_mask else None
-        return m1, m2
-
-    def forward_parts(self, x: torch.Tensor, m1: torch.Tensor | None = None,
-                      m2: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Every intermediate of Eqs. 1-10 for given masks (None: no mask): x_ch, m3, x_co, x_ke, out."""
+    def forward_parts(self, x: torch.Tensor, m1: torch.Tensor | None = None, m2: torch.Tensor | None = None,
+                      conditional: bool | None = None) -> dict[str, torch.Tensor]:
+        """Every intermediate of Eqs. 1-10 for given masks (None: no mask): x_ch, m3, x_co, x_ke, out.
+        ``conditional=False`` leaves the X_co term out (default: the module's switch)."""
+        conditional = self.conditional_mask if conditional is None else conditional
+        if conditional and not self.conditional_mask:
+            raise ValueError("this DynamicMaskConv was built without the conditional mask")
         x_ch = x if m1 is None else x * m1
         weight = self.conv.weight if m2 is None else self.conv.weight * m2
         x_ke = F.conv2d(x_ch, weight, None, 1, self.conv.padding, self.conv.dilation)
         parts = {"x_ch": x_ch, "x_ke": x_ke, "out": x_ke}
-        if self.conditional_mask:
+        if conditional:
             m3 = self.cond(x_ch)
             parts.update(m3=m3, x_co=x_ch * m3, out=x_ch * m3 + x_ke)
         return parts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m1, m2 = self.draw_masks(x) if self.training else (None, None)
+        m1 = m2 = None
+        if self.training and (self.channel_mask or self.kernel_mask):
+            m1, m2 = self.draw_masks(x)
+            m1, m2 = (m1 if self.channel_mask else None), (m2 if self.kernel_mask else None)
         return self.forward_parts(x, m1, m2)["out"]
 
 
@@ -331,3 +338,114 @@ def dmcnet50(num_classes=10, in_chans=3, stem="cifar", width=64, mask=None, ae=N
 def dmcnet101(num_classes=10, in_chans=3, stem="cifar", width=64, mask=None, ae=None, block="c", m=None):
     """DMCNet-101: bottlenecks carrying MMCF (3, 4, 23, 3)."""
     return _dmcnet((3, 4, 23, 3), True, num_classes, in_chans, stem, width, mask, ae, block, m, True)
+
+
+# ---- analysis helpers for the chapter ----
+
+@torch.no_grad()
+def capture_inputs(model: nn.Module, x: torch.Tensor, kind: type) -> dict[str, torch.Tensor]:
+    """The input of every ``kind`` module (e.g. DynamicMaskConv, MMCF, AE) in one eval-mode pass of ``x``."""
+    captured, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, kind):
+            hooks.append(module.register_forward_pre_hook(
+                lambda mod, args, name=name: captured.__setitem__(name, args[0].detach())))
+    was_training = model.training
+    try:
+        model.eval()(x)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return captured
+
+
+@torch.no_grad()
+def mask_variants(dmc: DynamicMaskConv, x: torch.Tensor, m: float | None = None, seed: int = 0) -> dict:
+    """D_M_Conv's output on ``x`` under each mask combination of Table 2. M1 and M2 are drawn once
+    (``seed``) and shared, so the outputs differ only in which masks act."""
+    m1, m2 = dmc.draw_masks(x, m, torch.Generator(device=x.device).manual_seed(seed))
+    return {name: dmc.forward_parts(x, m1 if channel else None, m2 if kernel else None, conditional)["out"]
+            for name, (kernel, channel, conditional) in MASKS.items()}
+
+
+def param_breakdown(model: nn.Module) -> dict[str, int]:
+    """Parameters per part of the network (stem, F0, each branch, D_M_Conv, M3, FGlo, AE, shortcuts...),
+    for comparing a variant's count with the paper's part by part."""
+    labels = {"stem": "stem", "fc": "classifier"}
+    for name, mod in model.named_modules():
+        if isinstance(mod, MMCF):
+            labels.update({f"{name}.f0": "MMCF F0 3x3 + BN (Eq. 11)", f"{name}.branch1": "branch 1 3x3 + BN (Eq. 14)",
+                           f"{name}.branch2.0": "branch 2/3 1x1 (Eqs. 15-16)",
+                           f"{name}.branch3.0": "branch 2/3 1x1 (Eqs. 15-16)",
+                           f"{name}.branch2.2": "branch 2 3x3 (Eq. 15)", f"{name}.branch3.2": "branch 3 5x5 (Eq. 16)"})
+        elif isinstance(mod, DynamicMaskConv):
+            labels.update({f"{name}.conv": "D_M_Conv dilated 3x3 (Eq. 6)", f"{name}.cond": "M3 convs (Eq. 7)"})
+        elif isinstance(mod, FGlo):
+            labels[name] = "FGlo (Eq. 18)"
+        elif isinstance(mod, AE):
+            labels[name] = "AE (Eqs. 20-28)"
+        elif isinstance(mod, BasicBlock):
+            labels.update({f"{name}.{part}": "two 3x3 convs + BN (ResNet)" for part in ("conv1", "bn1", "conv2", "bn2")})
+        elif isinstance(mod, DMCBottleneck):
+            labels.update({f"{name}.reduce": "bottleneck 1x1s + BN", f"{name}.expand": "bottleneck 1x1s + BN"})
+        elif name.endswith("downsample"):
+            labels[name] = "shortcut 1x1 + BN"
+    counts: dict[str, int] = {}
+    for pname, p in model.named_parameters():
+        key = max((k for k in labels if pname.startswith(k + ".")), key=len)
+        counts[labels[key]] = counts.get(labels[key], 0) + p.numel()
+    return counts
+
+
+def plot_dynamic_masks(dmc: DynamicMaskConv, x: torch.Tensor, mask: str = "mask8", m: float | None = None,
+                       seed: int = 0, title: str | None = None):
+    """One figure of D_M_Conv at work on one input (1, C, H, W): the input, M1 (silenced channels in
+    black), M2 (kept kernel taps, one 3x3 cell per output/input channel pair), M3 over the input,
+    X_ke and X_out, for the masks that ``mask`` switches on."""
+    import matplotlib.pyplot as plt
+    check_choice("mask", mask, tuple(MASKS))
+    kernel, channel, conditional = MASKS[mask]
+    if conditional and not dmc.conditional_mask:
+        raise ValueError(f"{mask} needs the conditional mask, which this module was built without")
+    with torch.no_grad():
+        m1, m2 = dmc.draw_masks(x, m, torch.Generator(device=x.device).manual_seed(seed))
+        parts = dmc.forward_parts(x, m1 if channel else None, m2 if kernel else None, conditional)
+    k = dmc.conv.kernel_size[0]
+    taps = (m2 > 0).float() if kernel else torch.ones_like(m2)
+    taps = taps.permute(0, 2, 1, 3).reshape(taps.shape[0] * k, taps.shape[1] * k)
+    kept = (m1[0, :, 0] > 0).float().T if channel else torch.ones(1, x.shape[1])
+    panels = [("input X (channel mean)", x[0].mean(0), "gray"),
+              (f"M1: {int(kept.sum())}/{x.shape[1]} channels kept", kept, "mask"),
+              (f"M2: {100 * taps.mean():.0f}% taps kept", taps, "mask"),
+              ("M3 (conditional)" if conditional else "no M3", parts["m3"][0, 0] if conditional else None, "magma"),
+              ("X_ke (channel mean)", parts["x_ke"][0].mean(0), "viridis"),
+              ("X_out (channel mean)", parts["out"][0].mean(0), "viridis")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.6))
+    for ax, (label, image, cmap) in zip(axes, panels):
+        ax.set(xticks=[], yticks=[])
+        ax.set_title(label, fontsize=8)
+        if image is None:
+            ax.axis("off")
+        elif cmap == "mask":  # binary: black = dropped, white = kept
+            ax.imshow(image.cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(image.cpu().numpy(), cmap=cmap)
+    fig.suptitle(title or f"{mask}, m = {dmc.m if m is None else m}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def branch_receptive_fields(block: MMCF, size: int = 25) -> list[torch.Tensor]:
+    """How far each MMCF branch sees: |d(branch output at the centre) / d(branch input)| summed over
+    channels, one (size, size) map per branch (3x3; 3x3 after a dilation-2 D_M_Conv; 5x5 after a
+    dilation-3 one). Eval mode, so the random masks are off."""
+    was_training = block.training
+    block.eval()
+    maps = []
+    for branch, chans in zip((block.branch1, block.branch2, block.branch3), block.sizes):
+        x = torch.randn(1, chans, size, size, requires_grad=True)
+        branch(x)[:, :, size // 2, size // 2].sum().backward()
+        maps.append(x.grad.abs().sum((0, 1)))
+    block.train(was_training)
+    return maps
