@@ -229,3 +229,15 @@ def test_paper_size_parameter_counts():
     assert 43.6e6 < n_params(meta_model()) < 43.8e6
     # Reading it as a dense 3x3 conv is the one change that lands within 10 % of 56.45 M.
     assert abs(n_params(meta_model(down="dense")) - PAPER_PARAMS) / PAPER_PARAMS < 0.10
+
+
+def test_analysis_helpers():
+    from dmcbook.models.gdfrnet import inside_gdfrnet, parameter_breakdown
+    rows = parameter_breakdown(meta_model())
+    assert sum(r["params"] for r in rows[:-1]) == rows[-1]["params"] == n_params(meta_model())
+    assert rows[0]["params"] == n_params(meta_model(variant="net2"))
+    model = create_model("gdfrnet", **SMALL)
+    maps = inside_gdfrnet(model, torch.randn(2, 1, 12, 12))
+    assert model.training and set(maps) == {"conv", "block", "frm", "detail", "fused", "fom"}
+    assert maps["frm"]["A_h"].shape == (2, 8, 1, 12) and maps["fom"]["M_sim2"].shape == (2, 1, 12, 12)
+    assert set(inside_gdfrnet(create_model("gdfrnet", variant="net2", **SMALL), torch.randn(2, 1, 12, 12))) == {"conv", "block"}

@@ -358,3 +358,75 @@ def gdfrnet(num_classes=10, in_chans=3, stem="cifar", width=64, variant="net5", 
     return GDFRNet(FRRB if frrb else BasicBlock, (3, 4, 6, 3), scaled_widths(width), levels,
                    FGCM_LAYOUTS[fgcm_layout], num_classes=num_classes, in_chans=in_chans, stem=stem,
                    block_kwargs=block_kwargs)
+
+
+def gradient_norms_by_stage(model: ResNet, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """The norm of the loss gradient over the parameters of the stem, each stage and the classifier,
+    for one batch in training mode: where an architecture amplifies gradients on the way back."""
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    parts = {"stem": model.stem, **{f"layer{i + 1}": layer for i, layer in enumerate(model.layers)}, "fc": model.fc}
+    norms = {name: torch.cat([p.grad.flatten() for p in part.parameters()]).norm().item()
+             for name, part in parts.items()}
+    model.zero_grad(set_to_none=True)
+    return norms
+
+
+@torch.no_grad()
+def inside_gdfrnet(model: ResNet, x: torch.Tensor, stage: int = 0) -> dict:
+    """Feature maps of Fig. 17 for a batch ``x``, in eval mode.
+
+    ``conv``: the last block of ``stage`` before its FRM, F(x) (for a plain block: before the
+    addition); ``block``: that block's output; and when the model has them, ``frm`` (the
+    :func:`frm_maps` of that FRM), ``detail`` (the first FGCM's output), ``fused`` (the first
+    FOM's output) and ``fom`` (that FOM's M_sim1, prior and M_sim2).
+    """
+    block = model.layers[stage][-1]
+    seen, hooks = {}, []
+
+    def keep(name, inputs=False):
+        return lambda module, args, out=None: seen.__setitem__(name, args if inputs else out)
+
+    hooks.append(block.bn2.register_forward_hook(keep("conv")))
+    hooks.append(block.register_forward_hook(keep("block")))
+    if isinstance(block, FRRB):
+        hooks.append(block.frm.register_forward_pre_hook(keep("frm_in", inputs=True)))
+    branch = getattr(model, "branch", None)
+    if branch is not None:
+        hooks.append(branch.fgcm_high[0].register_forward_hook(keep("detail")))
+        hooks.append(branch.fom[0].register_forward_hook(keep("fused")))
+        hooks.append(branch.fom[0].register_forward_pre_hook(keep("fom_in", inputs=True)))
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    if "frm_in" in seen:
+        seen["frm"] = frm_maps(block.frm, seen.pop("frm_in")[0])
+    if "fom_in" in seen:
+        seen["fom"] = branch.fom[0].similarity(*seen.pop("fom_in"))
+    return seen
+
+
+def parameter_breakdown(model: ResNet) -> list[dict]:
+    """Parameters by part: the ResNet-34 skeleton, the FRMs (split by operation) and the branch."""
+    def count(modules):
+        return sum(p.numel() for m in modules for p in m.parameters())
+
+    frms = [m for m in model.modules() if isinstance(m, FRM)]
+    branch = getattr(model, "branch", None)
+    parts = {
+        "FRM transposed convs (Eq. 5) + BN": count([m for f in frms for m in (f.up, f.up_bn)]),
+        "FRM down conv (Eq. 2) + BN": count([f.reconstruct[0] for f in frms]),
+        "FRM pointwise convs (Eq. 3-4) + BN": count([m for f in frms for m in f.reconstruct[1:]]),
+        "FRM attention (Eq. 6-11)": count([f.attention for f in frms]),
+        "branch FGCMs (Eq. 23)": count(branch.fgcm_high) + count(branch.fgcm_low) if branch else 0,
+        "branch FOMs (Eq. 24-29)": count(branch.fom) if branch else 0,
+        "branch feedback depthwise convs": count([branch.feedback]) if branch else 0,
+    }
+    rows = [{"part": "ResNet-34 skeleton (stem, convs, BN, shortcuts, fc)", "params": count([model]) - sum(parts.values())}]
+    rows += [{"part": part, "params": n} for part, n in parts.items()]
+    return rows + [{"part": "total", "params": count([model])}]
