@@ -151,16 +151,24 @@ def _check_resnet18(state: dict) -> None:
             "same architecture as the target use `init_from_checkpoint`.")
 
 
-def transfer_state(model: nn.Module, state: dict[str, torch.Tensor], skip_prefixes=()) -> TransferReport:
+def transfer_state(model: nn.Module, state: dict[str, torch.Tensor], reset_head: bool = False) -> TransferReport:
     """Copy into ``model`` every tensor of ``state`` whose key exists in the model with the same
     shape; the input convolution is adapted when only its channel count differs (timm's
-    ``adapt_input_conv``: summed to one channel, tiled to more). Keys starting with one of
-    ``skip_prefixes`` are skipped on purpose. The model's other tensors keep their initialisation."""
+    ``adapt_input_conv``: summed to one channel, tiled to more). The classifier is copied whole or
+    not at all: it is skipped when ``reset_head`` is set or when its weight does not fit (another
+    class count or feature width). The model's other tensors keep their initialisation."""
     target = model.state_dict()
+    head = HEAD_PREFIX + "weight"
+    if reset_head:
+        head_reason = "replaced on purpose (new head)"
+    elif head in state and head in target and state[head].shape != target[head].shape:
+        head_reason = f"new head: {tuple(state[head].shape)} does not fit {tuple(target[head].shape)}"
+    else:
+        head_reason = None
     report, filled = TransferReport(), {}
     for key, value in state.items():
-        if key.startswith(tuple(skip_prefixes)):
-            report.skipped[key] = "replaced on purpose (new head)"
+        if head_reason and key.startswith(HEAD_PREFIX):
+            report.skipped[key] = head_reason
         elif key not in target:
             report.skipped[key] = "no such layer in the target"
         elif value.shape == target[key].shape:
@@ -211,4 +219,4 @@ def init_from_checkpoint(model: nn.Module, checkpoint, reset_head: bool = True) 
             f"(e.g. {missing[:3]}), {len(unexpected)} are not the model's (e.g. {unexpected[:3]}) and "
             f"{len(misfit)} have other shapes (e.g. {misfit[:3]}). Parameter transfer needs a checkpoint "
             "of the same network; to start a DRSTN from ResNet-18 use `drstn_from_resnet18`.")
-    return transfer_state(model, state, skip_prefixes=(HEAD_PREFIX,) if reset_head else ())
+    return transfer_state(model, state, reset_head)

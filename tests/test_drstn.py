@@ -184,6 +184,7 @@ def test_transfer_adapts_the_input_conv_and_skips_what_does_not_fit():
     _, v5 = drstn_from_resnet18("drstn_v5", source, in_chans=1)
     assert "stem.0.weight" in v5.skipped  # 7x7 ImageNet kernel, 3x3 Conv_1
     assert all(k.startswith(("layers.3.", "fc.", "stem.0.")) for k in v5.skipped)
+    assert {"fc.weight", "fc.bias"} <= set(v5.skipped)  # the head goes whole: 512 features do not fit 256
 
 
 def test_checkpoints_of_other_architectures_are_refused(tmp_path):

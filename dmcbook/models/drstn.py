@@ -146,10 +146,11 @@ def drstn_v5(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=1):
 
 
 @torch.no_grad()
-def threshold_statistics(model: nn.Module, images: torch.Tensor) -> list[dict]:
+def threshold_statistics(model: nn.Module, images: torch.Tensor, keep_maps: bool = False) -> list[dict]:
     """Per :class:`SoftThreshold` layer of ``model`` on ``images`` (in eval mode): its name,
     ``tau`` (N, C), ``A`` (N, C), the fraction of activations it sets to zero, and the fraction
-    that were already zero before it (so the shrinkage's own effect can be told apart)."""
+    that were already zero before it (so the shrinkage's own effect can be told apart).
+    ``keep_maps`` also keeps its input and output feature maps ("before", "after")."""
     stats, hooks = [], []
 
     def hook(name):
@@ -159,6 +160,8 @@ def threshold_statistics(model: nn.Module, images: torch.Tensor) -> list[dict]:
                           "A": x.abs().mean(dim=(2, 3)),
                           "zeroed": (output == 0).float().mean().item(),
                           "zero_before": (x == 0).float().mean().item()})
+            if keep_maps:
+                stats[-1].update(before=x, after=output)
         return record
 
     for name, module in model.named_modules():
