@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from dmcbook import create_model
 from dmcbook.models.dmcnet import (ABLATIONS, AE, AE_PLACEMENTS, MASKS, MMCF, DynamicMaskConv, FGlo,
+                                   branch_receptive_fields, capture_inputs, mask_variants, param_breakdown,
                                    split_sizes)
 
 torch.set_num_threads(1)
@@ -195,8 +196,9 @@ def test_mask_combinations(mask):
 
 
 @pytest.mark.parametrize("name", ["dmcnet18", "dmcnet34", "dmcnet50", "dmcnet101"])
-@pytest.mark.parametrize("stem,size,in_chans", [("cifar", 32, 3), ("cifar", 28, 1), ("imagenet", 224, 3),
-                                                ("imagenet", 224, 1)])
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+@pytest.mark.parametrize("size", [32, 28, 224])
+@pytest.mark.parametrize("in_chans", [1, 3])
 def test_shapes(name, stem, size, in_chans):
     model = create_model(name, num_classes=7, in_chans=in_chans, stem=stem, width=3).eval()
     with torch.no_grad():
@@ -230,6 +232,39 @@ def test_eval_is_deterministic_and_training_is_not():
     model.train()
     with torch.no_grad():
         assert not torch.equal(model(x), model(x))
+
+
+# ---- analysis helpers ----
+
+def test_mask_variants_switch_only_the_named_masks():
+    torch.manual_seed(0)
+    dmc = DynamicMaskConv(4, 4, m=0.5)
+    x = torch.randn(1, 4, 7, 7)
+    outs = mask_variants(dmc, x, seed=3)
+    m1, m2 = dmc.draw_masks(x, generator=torch.Generator().manual_seed(3))
+    plain = F.conv2d(x, dmc.conv.weight, padding=2, dilation=2)
+    torch.testing.assert_close(outs["mask1"], plain)
+    torch.testing.assert_close(outs["mask2"], F.conv2d(x, dmc.conv.weight * m2, padding=2, dilation=2))
+    torch.testing.assert_close(outs["mask8"], dmc.forward_parts(x, m1, m2)["out"])
+    torch.testing.assert_close(outs["mask3"], F.conv2d(x * m1, dmc.conv.weight, padding=2, dilation=2))
+    torch.testing.assert_close(outs["mask4"], x * dmc.cond(x) + plain)
+
+
+def test_param_breakdown_sums_to_the_total_and_names_the_modules():
+    model = create_model("dmcnet34", width=8)
+    parts = param_breakdown(model)
+    assert sum(parts.values()) == n_params(model)
+    assert parts["AE (Eqs. 20-28)"] == sum(n_params(m) for m in model.modules() if isinstance(m, AE))
+    assert parts["FGlo (Eq. 18)"] == sum(n_params(m) for m in model.modules() if isinstance(m, FGlo))
+
+
+def test_capture_inputs_and_receptive_fields():
+    model = create_model("dmcnet18", width=6, in_chans=1)
+    captured = capture_inputs(model, torch.randn(2, 1, 16, 16), AE)
+    assert list(captured) == ["layers.1.0.downsample.1", "layers.2.0.downsample.1", "layers.3.0.downsample.1"]
+    assert model.training  # the model's mode is restored
+    sides = [int((m > 0).any(0).sum()) for m in branch_receptive_fields(MMCF(9, 9), size=15)]
+    assert sides == [3, 7, 11]
 
 
 # paper's Table 7 (M parameters, CIFAR-100 heads) and our counts stay within 5 %
