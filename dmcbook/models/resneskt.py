@@ -5,6 +5,10 @@ attention), then gives every group a spatial weight chosen between a 3x3 and a 5
 average-, max- and GeM-pooled maps (Eq. 4-5 and the text after them, SKNet-style selection).
 With the spatial branch off the network is a ResNeSt.
 
+GeM and the spatial-kernel attention are written here because no library has them (timm and
+torchvision have no GeM, let alone one that pools along channels); the split attention reuses
+timm's ``RadixSoftmax`` and is checked against timm's ``SplitAttn``.
+
 The Table 2 baselines are registered here too. They are built from the community's reference
 blocks (torchvision's ``Bottleneck`` for ResNet/ResNeXt, timm's ``Bottleneck`` with SE or CBAM,
 ``SelectiveKernelBottleneck`` and ``ResNestBottleneck``) inside the package's ResNet skeleton, so
