@@ -228,9 +228,11 @@ def zero_init_last(model: nn.Module) -> nn.Module:
 def attention_details(model: nn.Module, images: torch.Tensor, gem_p: float | None = None) -> list[dict]:
     """What every ResNeSkt block of ``model`` computes on ``images``, for the chapter's pictures.
 
-    Runs one forward pass in eval mode and returns, block by block, ``{"block": name, "split":
-    SplitAttention.details, "spatial": SpatialKernelAttention.details or None (branch off)}``.
-    ``gem_p`` replaces every GeM's p during this pass only (the chapter's widget).
+    Runs one forward pass in eval mode on the model's device and returns, block by block, on the
+    CPU: ``{"block": name, "split": {"weights"}, "spatial": SpatialKernelAttention.details without
+    its output, or None with the branch off}`` (the feature maps themselves are left out: for a
+    batch of 224x224 images they would take gigabytes). ``gem_p`` replaces every GeM's p during
+    this pass only (the chapter's widget).
     """
     blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, ResNeSktBottleneck)]
     gems = [m for m in model.modules() if isinstance(m, GeM)]
@@ -244,12 +246,14 @@ def attention_details(model: nn.Module, images: torch.Tensor, gem_p: float | Non
         if gem_p is not None:
             for g in gems:
                 g.p.fill_(gem_p)
-        model(images)
+        model(images.to(next(model.parameters()).device))
         details = []
         for name, block in blocks:
-            split = block.conv2.details(inputs[name])
-            spatial = block.ska.details(split["out"]) if isinstance(block.ska, SpatialKernelAttention) else None
-            details.append({"block": name, "split": split, "spatial": spatial})
+            split = block.conv2.details(inputs.pop(name))
+            spatial = None
+            if isinstance(block.ska, SpatialKernelAttention):
+                spatial = {k: v.cpu() for k, v in block.ska.details(split["out"]).items() if k != "out"}
+            details.append({"block": name, "split": {"weights": split["weights"].cpu()}, "spatial": spatial})
     finally:
         for hook in hooks:
             hook.remove()
