@@ -188,10 +188,11 @@ def test_transfer_adapts_the_input_conv_and_skips_what_does_not_fit():
 
 
 def test_checkpoints_of_other_architectures_are_refused(tmp_path):
-    path = tmp_path / "vgg.pt"
-    torch.save(torchvision.models.vgg11(weights=None).state_dict(), path)
-    with pytest.raises(ValueError, match="not a ResNet-18"):
-        drstn_from_resnet18("drstn_v1", path)
+    for other in ("squeezenet1_1", "resnet34"):  # other names altogether; same names, more blocks
+        path = tmp_path / f"{other}.pt"
+        torch.save(torchvision.models.get_model(other, weights=None).state_dict(), path)
+        with pytest.raises(ValueError, match="not a ResNet-18"):
+            drstn_from_resnet18("drstn_v1", path)
     model = create_model("drstn_v5", in_chans=1, width=4)
     torch.save({"model": create_model("resnet18", in_chans=1, width=4).state_dict()}, tmp_path / "r18.pt")
     with pytest.raises(ValueError, match="not a drstn_v5"):
