@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stem", choices=("cifar", "imagenet"), default="cifar")
     train.add_argument("--in-chans", type=int, choices=(1, 3), help="convert images to this many channels")
     train.add_argument("--option", type=_model_option, action="append", metavar="KEY=VALUE",
-                       help="a model option, e.g. --option masks=mask8 (repeatable)")
+                       help="a model option, e.g. --option mask=mask8 (repeatable)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="run folder (default runs/MODEL-DATASET-PRESET-seedN)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")

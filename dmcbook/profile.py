@@ -78,7 +78,8 @@ def benchmark(names, baseline: str = "resnet34", input_size=(3, 32, 32), batch_s
               steps: int = 5, num_classes: int = 10, stem: str = "cifar", device=None, rounds: int = 2,
               **options) -> list[dict]:
     """Training and inference images per second of each model and of ``baseline``, measured in
-    alternating rounds in one process so that both see the same machine. Each model's time per
+    alternating rounds in one process so that both see the same machine. ``options`` (such as
+    ``width``) apply to every model, the baseline included, so the comparison stays like for like. Each model's time per
     image is given as a ratio to the baseline's, beside the ratio of their MACs: a time ratio
     well above the MACs ratio means the model costs more than its FLOPs say."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -89,7 +90,7 @@ def benchmark(names, baseline: str = "resnet34", input_size=(3, 32, 32), batch_s
         x = x.contiguous(memory_format=torch.channels_last)
     models = {}
     for name in names:
-        model = create_model(name, num_classes, input_size[0], stem, **(options if name != baseline else {}))
+        model = create_model(name, num_classes, input_size[0], stem, **options)
         models[name] = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
     speed = {n: {"train": [], "infer": []} for n in names}
     for _ in range(rounds):
