@@ -33,7 +33,3 @@ def show_table(rows: list[dict], columns: list[str] | None = None, digits: int =
         pass
     print(text)
 
-
-def percent_diff(ours: float, paper: float) -> float:
-    """(ours - paper) / paper in percent."""
-    return 100.0 * (ours - paper) / paper

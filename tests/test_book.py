@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from dmcbook.links import REPO_URL
-from dmcbook.notebook import first_cell
+from dmcbook.notebook import colab_badge, first_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -37,3 +37,5 @@ def test_notebooks_start_with_the_set_up_cell_and_are_committed_executed(path):
     assert source.splitlines()[:5] == first_cell("x", "y", "z").splitlines()[:5]
     assert all(c["execution_count"] is not None for c in code), "commit the notebook executed"
     assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+    opening = "".join(nb["cells"][0]["source"])
+    assert colab_badge(f"notebooks/{path.name}") in opening, "the Colab badge must come from dmcbook.links"
