@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms as T
 
-from .models.registry import check_choice
+from .checks import check_choice
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dmcbook" / "data"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .links import REPO_URL, colab_url
-from .models.registry import check_choice
+from .checks import check_choice
 from .train import get_recipe, pick_device, seed_everything
 
 MODES = ("smoke", "budget", "paper")

@@ -6,7 +6,7 @@ from typing import Sequence, Type
 
 from torch import nn
 
-from .registry import check_choice
+from ..checks import check_choice
 
 SHORTCUTS = ("conv", "avgpool")
 

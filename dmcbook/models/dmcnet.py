@@ -29,7 +29,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
 from .common import ResNet, scaled_widths
-from .registry import check_choice, register_model
+from ..checks import check_choice
+from .registry import register_model
 
 # Table 2: (kernel mask M2, channel mask M1, conditional mask M3).
 MASKS = {

@@ -13,7 +13,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from .common import ResNet, make_stem, scaled_widths
-from .registry import check_choice, register_model
+from ..checks import check_choice
+from .registry import register_model
 
 STEM_KERNELS = (3, 7)
 

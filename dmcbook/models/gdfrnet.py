@@ -18,7 +18,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from .common import ResNet, init_weights, scaled_widths
-from .registry import check_choice, register_model
+from ..checks import check_choice
+from .registry import register_model
 
 UPSAMPLE = ("transposed", "bilinear")  # Fig. 10
 DOWN = ("depthwise", "dense")  # the text says depthwise; "dense" is the reading that matches Table 8

@@ -12,6 +12,8 @@ from typing import Callable, Dict
 import torch
 from torch import nn
 
+from ..checks import check_choice
+
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
 STEMS = ("cifar", "imagenet")
 
@@ -28,12 +30,6 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 def list_models() -> list[str]:
     """The names :func:`create_model` accepts, sorted."""
     return sorted(_MODELS)
-
-
-def check_choice(what: str, value, choices) -> None:
-    """Raise a ValueError naming the valid choices when ``value`` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(map(repr, choices))}")
 
 
 def _check_input(module: nn.Module, args) -> None:

@@ -27,7 +27,8 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from .common import ResNet, scaled_widths
-from .registry import check_choice, register_model
+from ..checks import check_choice
+from .registry import register_model
 
 LAYERS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 200: (3, 24, 36, 3)}
 
