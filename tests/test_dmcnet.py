@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from dmcbook import create_model
+from dmcbook.inside.dmcnet import branch_receptive_fields, capture_inputs, mask_variants, param_breakdown
 from dmcbook.models.dmcnet import (ABLATIONS, AE, AE_PLACEMENTS, MASKS, MMCF, DynamicMaskConv, FGlo,
-                                   branch_receptive_fields, capture_inputs, mask_variants, param_breakdown,
                                    split_sizes)
 
 torch.set_num_threads(1)

@@ -8,7 +8,8 @@ from torchvision.models.resnet import BasicBlock
 
 from dmcbook import create_model
 from dmcbook.models.common import ResNet, scaled_widths
-from dmcbook.models.drstn import SoftThreshold, STRB, soft_threshold, threshold_statistics
+from dmcbook.inside.drstn import threshold_statistics
+from dmcbook.models.drstn import SoftThreshold, STRB, soft_threshold
 from dmcbook.transfer import (WeightsUnavailable, drstn_from_resnet18, init_from_checkpoint,
                               resnet18_state_dict, torchvision_to_dmcbook)
 

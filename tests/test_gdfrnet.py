@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from dmcbook.models import create_model
-from dmcbook.models.gdfrnet import FGCM, FOM, FRM, FRRB, LaplacianOfGaussian, frm_maps
+from dmcbook.inside.gdfrnet import frm_maps, inside_gdfrnet, parameter_breakdown
+from dmcbook.models.gdfrnet import FGCM, FOM, FRM, FRRB, LaplacianOfGaussian
 
 PAPER_PARAMS = 56.45e6  # Table 8
 PAPER_RESNET34_PARAMS = 21.28e6  # Table 8, the same table's baseline
@@ -232,7 +233,6 @@ def test_paper_size_parameter_counts():
 
 
 def test_analysis_helpers():
-    from dmcbook.models.gdfrnet import inside_gdfrnet, parameter_breakdown
     rows = parameter_breakdown(meta_model())
     assert sum(r["params"] for r in rows[:-1]) == rows[-1]["params"] == n_params(meta_model())
     assert rows[0]["params"] == n_params(meta_model(variant="net2"))

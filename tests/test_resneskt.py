@@ -7,6 +7,7 @@ from timm.models.resnest import ResNestBottleneck
 
 from dmcbook import create_model
 from dmcbook.detection import fasterrcnn
+from dmcbook.inside.resneskt import attention_details
 from dmcbook.models.resneskt import PAPER_TABLE, GeM, ResNeSktBottleneck, SpatialKernelAttention, SplitAttention
 
 torch.set_num_threads(1)
@@ -255,7 +256,6 @@ def test_fasterrcnn_backbone_forward_and_loss_step():
 
 
 def test_attention_details_restores_p_and_mode():
-    from dmcbook.models.resneskt import attention_details
     model = create_model("resneskt50", width=4).train()
     x = torch.rand(3, 3, 16, 16)
     details = attention_details(model, x, gem_p=1.0)

@@ -1,0 +1,119 @@
+"""Looking inside DMCNet (chapter 1): D_M_Conv's masks, the MMCF branches and where the
+parameters sit."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+from ..checks import check_choice
+from ..models.dmcnet import AE, MASKS, MMCF, DMCBottleneck, DynamicMaskConv, FGlo
+
+
+@torch.no_grad()
+def capture_inputs(model: nn.Module, x: torch.Tensor, kind: type) -> dict[str, torch.Tensor]:
+    """The input of every ``kind`` module (e.g. DynamicMaskConv, MMCF, AE) in one eval-mode pass of ``x``."""
+    captured, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, kind):
+            hooks.append(module.register_forward_pre_hook(
+                lambda mod, args, name=name: captured.__setitem__(name, args[0].detach())))
+    was_training = model.training
+    try:
+        model.eval()(x)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return captured
+
+
+@torch.no_grad()
+def mask_variants(dmc: DynamicMaskConv, x: torch.Tensor, m: float | None = None, seed: int = 0) -> dict:
+    """D_M_Conv's output on ``x`` under each mask combination of Table 2. M1 and M2 are drawn once
+    (``seed``) and shared, so the outputs differ only in which masks act."""
+    m1, m2 = dmc.draw_masks(x, m, torch.Generator(device=x.device).manual_seed(seed))
+    return {name: dmc.forward_parts(x, m1 if channel else None, m2 if kernel else None, conditional)["out"]
+            for name, (kernel, channel, conditional) in MASKS.items()}
+
+
+def param_breakdown(model: nn.Module) -> dict[str, int]:
+    """Parameters per part of the network (stem, F0, each branch, D_M_Conv, M3, FGlo, AE, shortcuts...),
+    for comparing a variant's count with the paper's part by part."""
+    labels = {"stem": "stem", "fc": "classifier"}
+    for name, mod in model.named_modules():
+        if isinstance(mod, MMCF):
+            labels.update({f"{name}.f0": "MMCF F0 3x3 + BN (Eq. 11)", f"{name}.branch1": "branch 1 3x3 + BN (Eq. 14)",
+                           f"{name}.branch2.0": "branch 2/3 1x1 (Eqs. 15-16)",
+                           f"{name}.branch3.0": "branch 2/3 1x1 (Eqs. 15-16)",
+                           f"{name}.branch2.2": "branch 2 3x3 (Eq. 15)", f"{name}.branch3.2": "branch 3 5x5 (Eq. 16)"})
+        elif isinstance(mod, DynamicMaskConv):
+            labels.update({f"{name}.conv": "D_M_Conv dilated 3x3 (Eq. 6)", f"{name}.cond": "M3 convs (Eq. 7)"})
+        elif isinstance(mod, FGlo):
+            labels[name] = "FGlo (Eq. 18)"
+        elif isinstance(mod, AE):
+            labels[name] = "AE (Eqs. 20-28)"
+        elif isinstance(mod, BasicBlock):
+            labels.update({f"{name}.{part}": "two 3x3 convs + BN (ResNet)" for part in ("conv1", "bn1", "conv2", "bn2")})
+        elif isinstance(mod, DMCBottleneck):
+            labels.update({f"{name}.reduce": "bottleneck 1x1s + BN", f"{name}.expand": "bottleneck 1x1s + BN"})
+        elif name.endswith("downsample"):
+            labels[name] = "shortcut 1x1 + BN"
+    counts: dict[str, int] = {}
+    for pname, p in model.named_parameters():
+        key = max((k for k in labels if pname.startswith(k + ".")), key=len)
+        counts[labels[key]] = counts.get(labels[key], 0) + p.numel()
+    return counts
+
+
+def plot_dynamic_masks(dmc: DynamicMaskConv, x: torch.Tensor, mask: str = "mask8", m: float | None = None,
+                       seed: int = 0, title: str | None = None):
+    """One figure of D_M_Conv at work on one input (1, C, H, W): the input, M1 (silenced channels in
+    black), M2 (kept kernel taps, one 3x3 cell per output/input channel pair), M3 over the input,
+    X_ke and X_out, for the masks that ``mask`` switches on."""
+    import matplotlib.pyplot as plt
+    check_choice("mask", mask, tuple(MASKS))
+    kernel, channel, conditional = MASKS[mask]
+    if conditional and not dmc.conditional_mask:
+        raise ValueError(f"{mask} needs the conditional mask, which this module was built without")
+    with torch.no_grad():
+        m1, m2 = dmc.draw_masks(x, m, torch.Generator(device=x.device).manual_seed(seed))
+        parts = dmc.forward_parts(x, m1 if channel else None, m2 if kernel else None, conditional)
+    k = dmc.conv.kernel_size[0]
+    taps = (m2 > 0).float() if kernel else torch.ones_like(m2)
+    taps = taps.permute(0, 2, 1, 3).reshape(taps.shape[0] * k, taps.shape[1] * k)
+    kept = (m1[0, :, 0] > 0).float().T if channel else torch.ones(1, x.shape[1])
+    panels = [("input X (channel mean)", x[0].mean(0), "gray"),
+              (f"M1: {int(kept.sum())}/{x.shape[1]} channels kept", kept, "mask"),
+              (f"M2: {100 * taps.mean():.0f}% taps kept", taps, "mask"),
+              ("M3 (conditional)" if conditional else "no M3", parts["m3"][0, 0] if conditional else None, "magma"),
+              ("X_ke (channel mean)", parts["x_ke"][0].mean(0), "viridis"),
+              ("X_out (channel mean)", parts["out"][0].mean(0), "viridis")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.6))
+    for ax, (label, image, cmap) in zip(axes, panels):
+        ax.set(xticks=[], yticks=[])
+        ax.set_title(label, fontsize=8)
+        if image is None:
+            ax.axis("off")
+        elif cmap == "mask":  # binary: black = dropped, white = kept
+            ax.imshow(image.cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(image.cpu().numpy(), cmap=cmap)
+    fig.suptitle(title or f"{mask}, m = {dmc.m if m is None else m}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def branch_receptive_fields(block: MMCF, size: int = 25) -> list[torch.Tensor]:
+    """How far each MMCF branch sees: |d(branch output at the centre) / d(branch input)| summed over
+    channels, one (size, size) map per branch (3x3; 3x3 after a dilation-2 D_M_Conv; 5x5 after a
+    dilation-3 one). Eval mode, so the random masks are off."""
+    was_training = block.training
+    block.eval()
+    maps = []
+    for branch, chans in zip((block.branch1, block.branch2, block.branch3), block.sizes):
+        x = torch.randn(1, chans, size, size, requires_grad=True)
+        branch(x)[:, :, size // 2, size // 2].sum().backward()
+        maps.append(x.grad.abs().sum((0, 1)))
+    block.train(was_training)
+    return maps

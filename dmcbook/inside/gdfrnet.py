@@ -1,0 +1,128 @@
+"""Looking inside GDFRNet (chapter 2): the FRM's maps, the LoG claims measured on images,
+gradients by stage, the feature maps of Fig. 17 and the costs part by part."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..models.common import ResNet
+from ..models.gdfrnet import FRM, FRRB, LaplacianOfGaussian
+
+
+def frm_maps(frm: FRM, x: torch.Tensor) -> dict:
+    """X1, X2, the output and the attention weights A_h (N, C, 1, W) and A_w (N, C, H, 1) of ``frm``
+    on ``x``, for pictures."""
+    a_h, a_w = frm.attention.weights(x)
+    x1, x2 = frm.reconstruction(x), x * a_w * a_h
+    return {"X1": x1, "X2": x2, "out": x1 + x2, "A_h": a_h, "A_w": a_w}
+
+
+def detail_statistics(images: torch.Tensor, labels: torch.Tensor, sigma: float = 1.0, pairs: int = 1000,
+                      edge_quantile: float = 0.9, seed: int = 0) -> dict:
+    """The two claims of Sec. 1.3.1 measured on real images (N, 1, H, W) with their labels.
+
+    For same-class and different-class pairs: ``var``/``var_gauss``, the pixel variance of
+    dI = I1 - I2 and of G * dI (the text: smoothing shrinks it for same-class pairs), and
+    ``D_orig``/``D_laplace``/``D_log``, the mean |difference| of the images, of their 8-neighbour
+    Laplacians (Eq. 19-20) and of their LoG responses over the edge region, the pixels where
+    either image's Sobel magnitude is in its top ``1 - edge_quantile`` (the text: larger after
+    the Laplacian for different-class pairs). A filter's gain moves both kinds of pair alike,
+    so compare each number between the two kinds as well as before and after.
+    """
+    from skimage.filters import sobel  # a reference edge detector for the region, not one of ours
+
+    gen = torch.Generator().manual_seed(seed)
+    i, j = torch.randint(len(images), (2, 40 * pairs), generator=gen)
+    log = LaplacianOfGaussian(sigma).to(images.device)
+    stats = {}
+    for kind, keep in (("same", labels[i] == labels[j]), ("different", (labels[i] != labels[j]) & (i != j))):
+        a, b = images[i[keep][:pairs]], images[j[keep][:pairs]]
+        edges = [torch.from_numpy(sobel(x[:, 0].cpu().numpy(), axis=(1, 2))) for x in (a, b)]
+        omega = sum((e >= e.flatten(1).quantile(edge_quantile, dim=1)[:, None, None]) for e in edges) > 0
+        omega = omega[:, None].to(images.device)
+
+        def edge_mean(x, y):
+            return ((x - y).abs() * omega).sum().item() / omega.sum().item()
+
+        with torch.no_grad():
+            d = a - b
+            stats[kind] = {
+                "var": d.var(dim=(1, 2, 3)).mean().item(),
+                "var_gauss": log._depthwise(d, log.gaussian).var(dim=(1, 2, 3)).mean().item(),
+                "D_orig": edge_mean(a, b),
+                "D_laplace": edge_mean(log._depthwise(a, log.laplacian), log._depthwise(b, log.laplacian)),
+                "D_log": edge_mean(log(a), log(b)),
+            }
+    return stats
+
+
+def gradient_norms_by_stage(model: ResNet, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """The norm of the loss gradient over the parameters of the stem, each stage and the classifier,
+    for one batch in training mode: where an architecture amplifies gradients on the way back."""
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    parts = {"stem": model.stem, **{f"layer{i + 1}": layer for i, layer in enumerate(model.layers)}, "fc": model.fc}
+    norms = {name: torch.cat([p.grad.flatten() for p in part.parameters()]).norm().item()
+             for name, part in parts.items()}
+    model.zero_grad(set_to_none=True)
+    return norms
+
+
+@torch.no_grad()
+def inside_gdfrnet(model: ResNet, x: torch.Tensor, stage: int = 0) -> dict:
+    """Feature maps of Fig. 17 for a batch ``x``, in eval mode.
+
+    ``conv``: the last block of ``stage`` before its FRM, F(x) (for a plain block: before the
+    addition); ``block``: that block's output; and when the model has them, ``frm`` (the
+    :func:`frm_maps` of that FRM), ``detail`` (the first FGCM's output), ``fused`` (the first
+    FOM's output) and ``fom`` (that FOM's M_sim1, prior and M_sim2).
+    """
+    block = model.layers[stage][-1]
+    seen, hooks = {}, []
+
+    def keep(name, inputs=False):
+        return lambda module, args, out=None: seen.__setitem__(name, args if inputs else out)
+
+    hooks.append(block.bn2.register_forward_hook(keep("conv")))
+    hooks.append(block.register_forward_hook(keep("block")))
+    if isinstance(block, FRRB):
+        hooks.append(block.frm.register_forward_pre_hook(keep("frm_in", inputs=True)))
+    branch = getattr(model, "branch", None)
+    if branch is not None:
+        hooks.append(branch.fgcm_high[0].register_forward_hook(keep("detail")))
+        hooks.append(branch.fom[0].register_forward_hook(keep("fused")))
+        hooks.append(branch.fom[0].register_forward_pre_hook(keep("fom_in", inputs=True)))
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    if "frm_in" in seen:
+        seen["frm"] = frm_maps(block.frm, seen.pop("frm_in")[0])
+    if "fom_in" in seen:
+        seen["fom"] = branch.fom[0].similarity(*seen.pop("fom_in"))
+    return seen
+
+
+def parameter_breakdown(model: ResNet) -> list[dict]:
+    """Parameters by part: the ResNet-34 skeleton, the FRMs (split by operation) and the branch."""
+    def count(modules):
+        return sum(p.numel() for m in modules for p in m.parameters())
+
+    frms = [m for m in model.modules() if isinstance(m, FRM)]
+    branch = getattr(model, "branch", None)
+    parts = {
+        "FRM transposed convs (Eq. 5) + BN": count([m for f in frms for m in (f.up, f.up_bn)]),
+        "FRM down conv (Eq. 2) + BN": count([f.reconstruct[0] for f in frms]),
+        "FRM pointwise convs (Eq. 3-4) + BN": count([m for f in frms for m in f.reconstruct[1:]]),
+        "FRM attention (Eq. 6-11)": count([f.attention for f in frms]),
+        "branch FGCMs (Eq. 23)": count(branch.fgcm_high) + count(branch.fgcm_low) if branch else 0,
+        "branch FOMs (Eq. 24-29)": count(branch.fom) if branch else 0,
+        "branch feedback depthwise convs": count([branch.feedback]) if branch else 0,
+    }
+    rows = [{"part": "ResNet-34 skeleton (stem, convs, BN, shortcuts, fc)", "params": count([model]) - sum(parts.values())}]
+    rows += [{"part": part, "params": n} for part, n in parts.items()]
+    return rows + [{"part": "total", "params": count([model])}]
