@@ -9,9 +9,11 @@ Modes, from the environment:
 
 - ``DMCBOOK_MODE=smoke`` (or ``DMCBOOK_SMOKE=1``): CI, seconds, a few hundred images;
 - ``DMCBOOK_MODE=budget``: a CPU, real Fashion-MNIST, reduced width and epochs, minutes;
-- ``DMCBOOK_MODE=paper``: a GPU, the paper's recipe and data set.
+- ``DMCBOOK_MODE=colab``: a GPU, the paper's data set and widths on a reduced schedule sized to
+  finish in about 30 minutes on a Colab T4 (see :func:`gpu_minutes`);
+- ``DMCBOOK_MODE=paper``: a GPU, the paper's full recipe; hours, so only when asked for.
 
-Without a setting, the mode is ``paper`` where CUDA is available and ``budget`` elsewhere.
+Without a setting, the mode is ``colab`` where CUDA is available and ``budget`` elsewhere.
 """
 from __future__ import annotations
 
@@ -27,7 +29,13 @@ from .links import REPO_URL, colab_url
 from .checks import check_choice
 from .train import get_recipe, pick_device, seed_everything
 
-MODES = ("smoke", "budget", "paper")
+MODES = ("smoke", "budget", "colab", "paper")
+GPU_MODES = ("colab", "paper")
+
+# Training FLOP/s that a GPU sustains on these small-image ResNets under AMP, as planning figures
+# (about 8-15 % of the tensor-core peak: small images keep the GPU far from its peak). The T4 figure
+# is our assumption from its 65 TFLOP/s fp16 peak; `python -m dmcbook bench` measures the real one.
+EFFECTIVE_TFLOPS = {"T4": 5.0, "L4": 9.0, "A100": 35.0, "H100": 70.0}
 
 
 def first_cell(chapter: str, paper_recipe: str, paper_dataset: str) -> str:
@@ -56,7 +64,7 @@ def current_mode() -> str:
     if mode:
         check_choice("DMCBOOK_MODE", mode, MODES)
         return mode
-    return "paper" if torch.cuda.is_available() else "budget"
+    return "colab" if torch.cuda.is_available() else "budget"
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -90,9 +98,13 @@ class Session:
 
     def describe(self) -> str:
         recipe = get_recipe(self.recipe)
-        return (f"chapter {self.chapter} | mode {self.mode} | device {self.device} | seed {self.seed}\n"
+        if self.mode == "smoke":
+            where = "a scratch folder (smoke runs are never kept)"
+        else:
+            where = self.results_dir.relative_to(self.results_root.parent).as_posix()
+        return (f"chapter {self.chapter} | mode {self.mode} | device {self.device.type} | seed {self.seed}\n"
                 f"data set {self.dataset} | recipe {self.recipe}: {recipe.note}\n"
-                f"torch {torch.__version__} | results in {self.results_dir}")
+                f"torch {torch.__version__} | results in {where}")
 
 
 def setup(chapter: str, paper_recipe: str, paper_dataset: str = "cifar10", seed: int = 0,
@@ -103,9 +115,9 @@ def setup(chapter: str, paper_recipe: str, paper_dataset: str = "cifar10", seed:
     device = pick_device()
     if mode == "smoke":
         torch.set_num_threads(min(torch.get_num_threads(), 2))
-    recipe = {"smoke": "smoke", "budget": "budget", "paper": paper_recipe}[mode]
+    recipe = paper_recipe if mode in GPU_MODES else mode
     get_recipe(recipe)  # fail early on an unknown recipe
-    dataset = paper_dataset if mode == "paper" else "fashion-mnist"
+    dataset = paper_dataset if mode in GPU_MODES else "fashion-mnist"
     if style:
         import matplotlib.pyplot as plt
         plt.rcParams.update({"figure.dpi": 90, "axes.grid": False, "image.interpolation": "nearest",
@@ -114,6 +126,28 @@ def setup(chapter: str, paper_recipe: str, paper_dataset: str = "cifar10", seed:
     session = Session(chapter, mode, seed, device, recipe, dataset, find_project_root() / "results", scratch)
     print(session.describe())
     return session
+
+
+def gpu_minutes(model: str, input_size, images: int, epochs: float, gpu: str = "T4",
+                test_images: int = 0, num_classes: int = 10, stem: str = "cifar", **model_options) -> float:
+    """Estimated minutes of GPU time to train registered ``model`` on ``images`` images of
+    ``input_size`` (C, H, W) for ``epochs`` epochs, evaluating ``test_images`` images each epoch.
+
+    A training step costs about three forward passes (the backward pass is about two), so the
+    estimate is ``(3 * images + test_images) * epochs * forward FLOPs / EFFECTIVE_TFLOPS[gpu]``.
+    It is a planning figure: data loading and Python overhead come on top, so leave a margin.
+    """
+    from .models.registry import create_model
+    from .profile import count_flops
+
+    check_choice("gpu", gpu, tuple(EFFECTIVE_TFLOPS))
+    if images < 1 or epochs <= 0 or test_images < 0:
+        raise ValueError(f"images ({images}) and epochs ({epochs}) must be positive and test_images "
+                         f"({test_images}) not negative")
+    net = create_model(model, num_classes, input_size[0], stem, **model_options)
+    flops = count_flops(net, tuple(input_size))["flops"]
+    seconds = (3 * images + test_images) * epochs * flops / (EFFECTIVE_TFLOPS[gpu] * 1e12)
+    return seconds / 60
 
 
 def show_source(obj) -> None:

@@ -1,4 +1,8 @@
-"""Tables for the notebooks: Markdown in Jupyter (so the book renders them), plain text elsewhere."""
+"""Tables and glued numbers for the notebooks.
+
+A table is displayed as Markdown (so the book renders it) whose ``text/plain`` is the same table
+text, not an object repr: nbval compares that text, and it does not change when IPython does.
+"""
 from __future__ import annotations
 
 import math
@@ -20,16 +24,37 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None, digits: i
     return "\n".join(lines)
 
 
-def show_table(rows: list[dict], columns: list[str] | None = None, digits: int = 2) -> None:
-    """Display a table: as Markdown inside IPython, printed otherwise."""
-    text = markdown_table(rows, columns, digits)
+def _ipython_display():
+    """IPython's ``display`` when running inside IPython, else None."""
     try:
         from IPython import get_ipython
-        from IPython.display import Markdown, display
-        if get_ipython() is not None:
-            display(Markdown(text))
-            return
+        from IPython.display import display
     except ImportError:
-        pass
-    print(text)
+        return None
+    return display if get_ipython() is not None else None
 
+
+def show_table(rows: list[dict], columns: list[str] | None = None, digits: int = 2) -> None:
+    """Display a table: Markdown (with the same text as its plain form) in IPython, printed elsewhere."""
+    text = markdown_table(rows, columns, digits)
+    display = _ipython_display()
+    if display is None:
+        print(text)
+    else:
+        display({"text/markdown": text, "text/plain": text}, raw=True)
+
+
+def glue(name: str, value, display: bool = False):
+    """Store ``value`` under ``name`` for the book's prose (``{glue:text}`name:.2f` `` in Markdown).
+
+    This is myst-nb's ``glue`` where myst-nb is installed (the book build); on a reader's runtime
+    without it (Colab) the value is only returned, since the prose references render only in the
+    book. Returns ``value`` so a cell can glue and use a number in one line.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        return value
+    if _ipython_display() is not None:
+        myst_glue(name, value, display=display)
+    return value

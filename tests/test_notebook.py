@@ -1,0 +1,61 @@
+"""The chapter set-up: modes from the environment, paths a reader can share, the GPU-time estimate."""
+import pytest
+import torch
+
+from dmcbook import notebook
+from dmcbook.notebook import gpu_minutes
+
+
+@pytest.mark.parametrize("env, cuda, expected", [
+    ({}, False, "budget"),
+    ({}, True, "colab"),               # a Colab GPU runs the 30-minute tier unless paper is asked for
+    ({"DMCBOOK_MODE": "paper"}, True, "paper"),
+    ({"DMCBOOK_MODE": "colab"}, False, "colab"),
+    ({"DMCBOOK_SMOKE": "1", "DMCBOOK_MODE": "paper"}, True, "smoke"),
+])
+def test_mode_comes_from_the_environment(monkeypatch, env, cuda, expected):
+    monkeypatch.delenv("DMCBOOK_MODE", raising=False)
+    monkeypatch.delenv("DMCBOOK_SMOKE", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert notebook.current_mode() == expected
+
+
+def test_unknown_mode_names_the_valid_ones(monkeypatch):
+    monkeypatch.delenv("DMCBOOK_SMOKE", raising=False)
+    monkeypatch.setenv("DMCBOOK_MODE", "fast")
+    with pytest.raises(ValueError, match="'smoke', 'budget', 'colab', 'paper'"):
+        notebook.current_mode()
+
+
+@pytest.mark.parametrize("mode, recipe, dataset", [("budget", "budget", "fashion-mnist"),
+                                                   ("colab", "drstn", "cifar10"), ("paper", "drstn", "cifar10")])
+def test_setup_prints_paths_relative_to_the_repository(monkeypatch, capsys, tmp_path, mode, recipe, dataset):
+    monkeypatch.delenv("DMCBOOK_SMOKE", raising=False)
+    monkeypatch.setenv("DMCBOOK_MODE", mode)
+    (tmp_path / "_config.yml").write_text("")
+    (tmp_path / "dmcbook").mkdir()
+    monkeypatch.chdir(tmp_path / "dmcbook")
+    session = notebook.setup("04_drstn", paper_recipe="drstn", paper_dataset="cifar10", style=False)
+    printed = capsys.readouterr().out
+    assert (session.recipe, session.dataset) == (recipe, dataset)
+    assert f"results in results/04_drstn/{mode}" in printed
+    assert str(tmp_path) not in printed
+
+
+def test_gpu_estimate_scales_with_work_and_gpu():
+    base = gpu_minutes("resnet18", (3, 32, 32), images=50_000, epochs=1)
+    assert base == pytest.approx(2 * gpu_minutes("resnet18", (3, 32, 32), images=25_000, epochs=1))
+    assert gpu_minutes("resnet34", (3, 32, 32), images=50_000, epochs=1) > 1.8 * base
+    assert gpu_minutes("resnet18", (3, 32, 32), images=50_000, epochs=1, gpu="A100") < base / 5
+    # ResNet-18 at 32x32 is 0.56 GMACs: 50k images x 3 passes x 1.11 GFLOP / 5 TFLOP/s = 0.56 min.
+    assert base == pytest.approx(0.56, rel=0.05)
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(images=0, epochs=1), "images"),
+                                             (dict(images=10, epochs=0), "epochs"),
+                                             (dict(images=10, epochs=1, gpu="K80"), "unknown gpu")])
+def test_gpu_estimate_refuses_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gpu_minutes("resnet18", (3, 32, 32), **kwargs)
