@@ -94,6 +94,25 @@ def test_printed_checks_are_compared(path):
     assert not unchecked, f"cells {unchecked} print a check (': True/False') but are not tagged {CHECK_TAG}"
 
 
+def _all_text(cell: dict) -> str:
+    parts = []
+    for output in cell.get("outputs", []):
+        if output["output_type"] == "stream":
+            parts.append(_text(output["text"]))
+        for key, value in output.get("data", {}).items():
+            if key.startswith("text/"):
+                parts.append(_text(value))
+        parts += [_text(line) for line in output.get("traceback", [])]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_machine_paths_in_what_readers_see(path):
+    """Compared or not, a stored output never shows the developer's machine."""
+    leaky = [i for i, c in _cells(path) if VOLATILE["an absolute path"].search(_all_text(c))]
+    assert not leaky, f"cells {leaky} print an absolute path: print it relative to the repository"
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_each_chapter_keeps_its_equation_checks_compared(path):
     assert sum(_tagged(c) for _, c in _cells(path)) >= 3, "a chapter compares at least three check cells"
