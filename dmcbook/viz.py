@@ -2,6 +2,8 @@
 maps over an image, learning curves, confusion matrices, ROC curves and Grad-CAM."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -41,6 +43,74 @@ def sample_images(size: int = 224, names=PHOTOGRAPHS) -> dict[str, torch.Tensor]
     return out
 
 
+# The book's text column shows about 690 px; notebook.setup stores figures at 90 dpi, so a
+# figure at most 7.5 in wide (675 px) is never shrunk and its 8-9 pt text stays legible.
+PAGE_WIDTH = 7.5
+MAX_PANEL, MIN_PANEL = 2.0, 1.2  # inches per image panel
+COLORBAR_ROOM = 0.7  # inches kept free for a colour bar at the right of a grid
+
+
+def grid_shape(n: int, ncols: int | None = None, panel: float = 1.8,
+               page_width: float = PAGE_WIDTH) -> tuple[int, int]:
+    """(rows, columns) for ``n`` panels of ``panel`` inches: at most ``ncols`` per row and at
+    most as many as fit ``page_width``, so a wide strip wraps into rows."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"need a positive number of panels; got {n!r}")
+    fit = max(int(page_width / panel + 1e-9), 1)
+    ncols = min(n, fit if ncols is None else max(min(ncols, fit), 1))
+    return -(-n // ncols), ncols
+
+
+def page_subplots(n: int, ncols: int | None = None, panel: float = 1.8, aspect: float = 1.0,
+                  page_width: float = PAGE_WIDTH, **subplots_kw):
+    """A figure with room for ``n`` panels that fits the page (see :func:`grid_shape`):
+    returns the figure and a flat list of exactly ``n`` axes (constrained layout)."""
+    import matplotlib.pyplot as plt
+    nrows, ncols = grid_shape(n, ncols, panel, page_width)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(panel * ncols, page_width), panel * aspect * nrows + 0.3),
+                             squeeze=False, layout="constrained", **subplots_kw)
+    axes = list(axes.flat)
+    for ax in axes[n:]:
+        ax.remove()
+    return fig, axes[:n]
+
+
+def fits_page(fig) -> bool:
+    """Whether a figure is at most :data:`PAGE_WIDTH` inches wide."""
+    return fig.get_size_inches()[0] <= PAGE_WIDTH + 1e-6
+
+
+def diverging_cmap():
+    """RdBu_r with an exactly white middle, so that zeros on a centred scale are white."""
+    import matplotlib
+    from matplotlib.colors import LinearSegmentedColormap
+    rdbu = matplotlib.colormaps["RdBu_r"]
+    colors = [rdbu(0.0), rdbu(0.25), (1.0, 1.0, 1.0, 1.0), rdbu(0.75), rdbu(1.0)]
+    return LinearSegmentedColormap.from_list("dmcbook_diverging", colors, N=255)  # odd N: a white centre bin
+
+
+def shared_limits(arrays, vmin=None, vmax=None, center_zero: bool = False) -> tuple[float, float]:
+    """One colour scale for several maps: the given limits, or the data's overall min and max;
+    with ``center_zero`` symmetric limits +-max|x|, so zero sits in the middle of the map."""
+    values = np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in arrays])
+    if center_zero:
+        given = [abs(v) for v in (vmin, vmax) if v is not None]
+        bound = max(given) if given else float(np.abs(values).max())
+        bound = bound or 1.0  # an all-zero map: any scale shows it white
+        return -bound, bound
+    low = float(values.min()) if vmin is None else float(vmin)
+    high = float(values.max()) if vmax is None else float(vmax)
+    return low, high if high > low else low + 1.0
+
+
+def add_colorbar(fig, mappable, axes, label=None, **colorbar_kw):
+    """One colour bar for a group of panels drawn on the same scale (opaque even when the
+    panels are drawn translucent over an image)."""
+    from matplotlib.cm import ScalarMappable
+    opaque = ScalarMappable(norm=mappable.norm, cmap=mappable.get_cmap())
+    return fig.colorbar(opaque, ax=axes, label=label, **{"shrink": 0.85, **colorbar_kw})
+
+
 def _as_hwc(image) -> np.ndarray:
     image = torch.as_tensor(image).detach().float().cpu()
     if image.dim() == 3 and image.shape[0] in (1, 3):
@@ -49,68 +119,182 @@ def _as_hwc(image) -> np.ndarray:
     return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
 
 
-def image_grid(images, titles=None, ncols: int = 6, cmap: str = "gray", size: float = 2.0, suptitle=None):
-    """A grid of images: a batch (N, C, H, W), or a list of (C, H, W) / (H, W) arrays."""
-    import matplotlib.pyplot as plt
-    images = list(images)
-    ncols = min(ncols, len(images))
-    nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
+def image_grid(images, titles=None, ncols: int = 6, cmap: str = "gray", size: float | None = None,
+               suptitle=None, *, vmin=None, vmax=None, center_zero: bool = False, colorbar: bool = False,
+               cbar_label=None):
+    """A grid of images that fits the page: a batch (N, C, H, W), or a list of (C, H, W) / (H, W).
+
+    ``ncols`` is a maximum: wide strips wrap into rows. With ``vmin``/``vmax``, ``center_zero``
+    or ``colorbar`` the single-channel maps share one colour scale (and one colour bar);
+    ``center_zero`` makes it symmetric around 0 on a diverging map whose zero is white.
+    Otherwise every panel is scaled on its own, as photographs need.
+    """
+    images = [_as_hwc(image) for image in images]
+    if not images:
+        raise ValueError("image_grid needs at least one image")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"image_grid got {len(images)} images and {len(titles)} titles")
+    maps = [image for image in images if image.ndim == 2]
+    shared = bool(maps) and (colorbar or center_zero or vmin is not None or vmax is not None)
+    if shared:
+        vmin, vmax = shared_limits(maps, vmin, vmax, center_zero)
+        if center_zero and cmap == "gray":
+            cmap = diverging_cmap()
+    bar = COLORBAR_ROOM if shared and colorbar else 0.0
+    panel = min(size or max(min(MAX_PANEL, (PAGE_WIDTH - bar) / min(ncols, len(images))), MIN_PANEL),
+                PAGE_WIDTH - bar)
+    nrows, ncols = grid_shape(len(images), ncols, panel, PAGE_WIDTH - bar)
+    fig, axes = page_subplots(len(images), ncols, panel, page_width=PAGE_WIDTH - bar)
+    fig.set_size_inches(ncols * panel + bar,
+                        nrows * (panel + (0.25 if titles is not None else 0.0)) + (0.35 if suptitle else 0.0))
+    artist = None
+    for i, (ax, image) in enumerate(zip(axes, images)):
         ax.axis("off")
-        if i < len(images):
-            ax.imshow(_as_hwc(images[i]), cmap=cmap)
-            if titles is not None:
-                ax.set_title(str(titles[i]), fontsize=9)
+        scale = dict(vmin=vmin, vmax=vmax) if shared and image.ndim == 2 else {}
+        shown = ax.imshow(image, cmap=cmap, **scale)
+        artist = shown if scale else artist
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=9)
+    if shared and colorbar:
+        add_colorbar(fig, artist, axes, cbar_label)
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
     return fig
 
 
-def feature_grid(feature_map: torch.Tensor, max_maps: int = 16, ncols: int = 8, title=None, cmap="viridis"):
-    """The first ``max_maps`` channels of one feature map (C, H, W), each scaled on its own."""
+def feature_grid(feature_map: torch.Tensor, max_maps: int = 16, ncols: int = 8, title=None, cmap="viridis", *,
+                 center_zero: bool = False, colorbar: bool = True, shared: bool = True):
+    """The first ``max_maps`` channels of one feature map (C, H, W): on one shared scale with a
+    colour bar (default), or each scaled on its own (``shared=False``, then no colour bar)."""
     maps = feature_map.detach().float().cpu()[:max_maps]
-    return image_grid(list(maps), titles=[f"ch {i}" for i in range(len(maps))], ncols=ncols,
-                      cmap=cmap, size=1.5, suptitle=title)
+    return image_grid(list(maps), titles=[f"ch {i}" for i in range(len(maps))], ncols=ncols, cmap=cmap,
+                      suptitle=title, center_zero=shared and center_zero, colorbar=shared and colorbar,
+                      **({"vmin": float(maps.min()), "vmax": float(maps.max())} if shared and not center_zero else {}))
 
 
-def heatmap_overlay(image, heat, ax=None, alpha: float = 0.5, cmap: str = "jet", title=None):
-    """Draw ``heat`` (h, w), resized to the image, over ``image`` (C, H, W) or (H, W)."""
+def heatmap_overlay(image, heat, ax=None, alpha: float = 0.5, cmap: str = "jet", title=None, *,
+                    vmin=None, vmax=None, colorbar: bool = False, cbar_label=None):
+    """Draw ``heat`` (h, w), resized to the image, over ``image`` (C, H, W) or (H, W).
+
+    ``vmin``/``vmax`` fix the heat scale (0 and 1 for Grad-CAM) so that panels compare;
+    ``colorbar`` puts a colour bar beside this axis. Returns the axis."""
     import matplotlib.pyplot as plt
     base = _as_hwc(image)
     heat = torch.as_tensor(heat).detach().float().cpu()
     heat = F.interpolate(heat[None, None], size=base.shape[:2], mode="bilinear", align_corners=False)[0, 0]
     ax = ax or plt.gca()
     ax.imshow(base, cmap="gray")
-    ax.imshow(heat.numpy(), cmap=cmap, alpha=alpha)
+    shown = ax.imshow(heat.numpy(), cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)
+    if colorbar:
+        add_colorbar(ax.figure, shown, ax, cbar_label, fraction=0.046, pad=0.02, shrink=1.0)
     return ax
 
 
-def plot_history(histories, title=None):
-    """Loss and accuracy curves (train dashed, test solid) of one history or a dict label -> history."""
+SEED_SUFFIX = re.compile(r"[-_]seed\d+$")
+
+
+def seed_summary(values) -> tuple[float, float, int]:
+    """(mean, sample standard deviation, count) of per-seed values; one seed has std 0."""
+    values = np.asarray(list(values), dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("seed_summary needs at least one value")
+    return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0, int(values.size)
+
+
+def _group_seeds(histories: dict) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for label, history in histories.items():
+        groups.setdefault(SEED_SUFFIX.sub("", label), []).append(history)
+    return groups
+
+
+def plot_history(histories, title=None, *, seeds: bool = True, log_loss="auto", legend_cols=None):
+    """Loss and accuracy curves (train dashed, test solid) of one history or a dict label -> history.
+
+    Labels are shown verbatim. With ``seeds``, runs whose labels differ only in a trailing
+    ``-seedN`` are drawn as their mean with a band of +-1 standard deviation. ``log_loss="auto"``
+    puts the loss on a log axis when the losses span more than a factor of 30.
+    """
     import matplotlib.pyplot as plt
     if isinstance(histories, dict) and "epochs" in histories:
-        histories = {histories["config"].get("model", "run"): histories}
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for i, (label, history) in enumerate(histories.items()):
-        epochs = history["epochs"]
-        x = [e["epoch"] for e in epochs]
-        color = f"C{i % 10}"
-        ax_loss.plot(x, [e["train_loss"] for e in epochs], "--", color=color)
-        ax_loss.plot(x, [e["test_loss"] for e in epochs], "-", color=color, label=label)
-        ax_acc.plot(x, [e["train_acc"] for e in epochs], "--", color=color)
-        ax_acc.plot(x, [e["test_acc"] for e in epochs], "-", color=color, label=label)
+        histories = {histories["config"].get("run", histories["config"].get("model", "run")): histories}
+    if not histories:
+        raise ValueError("plot_history needs at least one history")
+    groups = _group_seeds(histories) if seeds else {label: [h] for label, h in histories.items()}
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.4), layout="constrained")
+    losses = []
+    for i, (label, runs) in enumerate(groups.items()):
+        length = min(len(run["epochs"]) for run in runs)
+        x = [e["epoch"] for e in runs[0]["epochs"][:length]]
+        color, marker = f"C{i % 10}", "o" if length <= 10 else None
+        name = f"{label} ({len(runs)} seeds)" if len(runs) > 1 else label
+        for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
+            for split, style in (("train", "--"), ("test", "-")):
+                values = np.array([[e[f"{split}_{key}"] for e in run["epochs"][:length]] for run in runs])
+                mean = values.mean(0)
+                ax.plot(x, mean, style, color=color, marker=marker, ms=3,
+                        label=name if (split, key) == ("test", "acc") else None)
+                if len(runs) > 1:
+                    std = values.std(0, ddof=1)
+                    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+                if key == "loss":
+                    losses.extend(values[values > 0].tolist())
+    span = max(losses) / min(losses) if losses else 1.0
+    if log_loss is True or (log_loss == "auto" and span > 30):
+        ax_loss.set_yscale("log")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (dashed: train, solid: test)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (dashed: train, solid: test)")
-    ax_acc.legend(fontsize=8)
+    for ax in (ax_loss, ax_acc):
+        ax.title.set_fontsize(9)
+        if len(x) <= 10:
+            ax.set_xticks(x)
+    fig.legend(loc="outside lower center", ncols=legend_cols or min(len(groups), 2), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
+
+
+def plot_results(results: dict, paper=None, *, ylabel: str = "test accuracy (%)", title=None, ax=None,
+                 note=None):
+    """One dot per seed, the mean with +-1 standard deviation, and the paper's number.
+
+    ``results`` maps a label to its per-seed values; ``paper`` is one number (a line across the
+    plot) or a dict label -> number (a dashed line over that label). ``note`` (e.g. the reduced
+    budget) is written under the axis. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    if not results:
+        raise ValueError("plot_results needs at least one label with values")
+    labels = list(results)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(PAGE_WIDTH, 2.0 + 1.1 * len(labels)), 3.4), layout="constrained")
+    ticks = []
+    for i, label in enumerate(labels):
+        mean, std, n = seed_summary(results[label])
+        values = np.asarray(results[label], dtype=np.float64)
+        jitter = np.linspace(-0.12, 0.12, n) if n > 1 else np.zeros(1)
+        ax.scatter(i + jitter, values, s=20, color=f"C{i % 10}", alpha=0.8, zorder=3,
+                   label="one seed" if i == 0 else None)
+        ax.errorbar(i + 0.28, mean, yerr=std if n > 1 else None, fmt="D", color="k", ms=4, capsize=3,
+                    label="mean ± std" if i == 0 else None)
+        ticks.append(f"{label}\n{mean:.2f} ± {std:.2f} (n={n})")
+    if isinstance(paper, dict):
+        for i, label in enumerate(labels):
+            if label in paper:
+                ax.hlines(paper[label], i - 0.35, i + 0.45, colors="0.3", linestyles="--",
+                          label="paper" if not ax.get_legend_handles_labels()[1].count("paper") else None)
+    elif paper is not None:
+        ax.axhline(float(paper), color="0.3", ls="--", label="paper")
+    ax.set_xticks(range(len(labels)), ticks, fontsize=8)
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set(ylabel=ylabel, xlabel=note or "")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return ax.figure
 
 
 def plot_confusion(labels, predictions, classes, normalize: bool = True, title=None):
@@ -179,17 +363,19 @@ def grad_cam(model: nn.Module, images: torch.Tensor, target_layer: nn.Module, ta
     return maps, targets
 
 
-def show_grad_cam(images, maps, titles=None, ncols: int = 6, denormalize=None):
-    """Grad-CAM maps drawn over their images, one panel each."""
-    import matplotlib.pyplot as plt
+def show_grad_cam(images, maps, titles=None, ncols: int = 6, denormalize=None, *, colorbar: bool = True,
+                  alpha: float = 0.5, cmap: str = "jet"):
+    """Grad-CAM maps drawn over their images on one 0-1 scale, wrapped to the page width, with
+    one colour bar for all panels."""
     n = len(maps)
-    ncols = min(ncols, n)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.2 * ncols, 2.2 * nrows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            image = images[i] if denormalize is None else denormalize(images[i])
-            heatmap_overlay(image, maps[i], ax=ax, title=None if titles is None else str(titles[i]))
-    fig.tight_layout()
+    width = PAGE_WIDTH - (COLORBAR_ROOM if colorbar else 0.0)
+    fig, axes = page_subplots(n, ncols, panel=min(MAX_PANEL, max(width / min(ncols, n), MIN_PANEL)),
+                              aspect=1.15, page_width=width)
+    fig.set_size_inches(min(fig.get_size_inches()[0] + (PAGE_WIDTH - width), PAGE_WIDTH), fig.get_size_inches()[1])
+    for i, ax in enumerate(axes):
+        image = images[i] if denormalize is None else denormalize(images[i])
+        heatmap_overlay(image, maps[i], ax=ax, alpha=alpha, cmap=cmap, vmin=0.0, vmax=1.0,
+                        title=None if titles is None else str(titles[i]))
+    if colorbar:
+        add_colorbar(fig, axes[0].images[-1], axes, "Grad-CAM (0-1)")
     return fig

@@ -31,3 +31,76 @@ def test_grad_cam_rejects_a_wrong_number_of_targets():
     model = dmcbook.create_model("resnet18", 10, 1, width=8)
     with pytest.raises(ValueError, match="one target per image"):
         viz.grad_cam(model, torch.randn(2, 1, 28, 28), model.layers[-1], targets=[1])
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    yield
+    plt.close("all")
+
+
+def _history(test_loss, seed=0, acc=0.5):
+    epochs = [{"epoch": e + 1, "train_loss": 1.0, "test_loss": loss, "train_acc": acc, "test_acc": acc + 0.01 * e}
+              for e, loss in enumerate(test_loss)]
+    return {"config": {"model": "m", "seed": seed}, "epochs": epochs}
+
+
+def test_wide_strips_wrap_to_the_page_width():
+    assert viz.grid_shape(12, ncols=12, panel=1.5) == (3, 5)
+    assert viz.grid_shape(3, ncols=6, panel=1.5) == (1, 3)
+    fig = viz.image_grid([torch.rand(8, 8) for _ in range(16)], ncols=16, colorbar=True)
+    assert viz.fits_page(fig) and fig.get_size_inches()[0] <= viz.PAGE_WIDTH
+    fig = viz.show_grad_cam(torch.rand(8, 3, 16, 16), torch.rand(8, 16, 16).numpy(), ncols=8)
+    assert viz.fits_page(fig) and len(fig.axes) == 8 + 1  # eight panels and one colour bar
+    with pytest.raises(ValueError, match="positive number of panels"):
+        viz.grid_shape(0)
+
+
+def test_centred_maps_share_one_symmetric_scale_with_white_zero():
+    maps = [torch.tensor([[0.0, 1.0], [-0.5, 0.2]]), torch.tensor([[0.0, 3.0], [-2.0, 0.0]])]
+    fig = viz.image_grid(maps, center_zero=True, colorbar=True)
+    panels = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    limits = {ax.images[0].get_clim() for ax in panels}
+    assert limits == {(-3.0, 3.0)}  # one scale for every panel, from the largest |value|
+    image = panels[0].images[0]
+    assert image.cmap(image.norm(0.0))[:3] == (1.0, 1.0, 1.0)  # exact zeros are white
+    assert len(fig.axes) == 3  # two panels and one colour bar
+    # without a shared scale each panel keeps its own limits (photographs)
+    fig = viz.image_grid(maps)
+    assert len({ax.images[0].get_clim() for ax in fig.axes}) == 2
+
+
+def test_plot_history_keeps_names_groups_seeds_and_logs_wide_losses():
+    runs = {"fashion-mnist-gdfrnet-r32-seed0": _history([1100.0, 0.6], 0, 0.4),
+            "fashion-mnist-gdfrnet-r32-seed1": _history([900.0, 0.5], 1, 0.6),
+            "fashion-mnist-resnet34-seed0": _history([2.0, 0.5])}
+    fig = viz.plot_history(runs)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["fashion-mnist-gdfrnet-r32 (2 seeds)", "fashion-mnist-resnet34"]
+    ax_loss, ax_acc = fig.axes
+    assert ax_loss.get_yscale() == "log" and ax_acc.get_yscale() == "linear"
+    assert len(ax_acc.collections) == 2  # the seed band of train and test accuracy, one group only
+    seeded_test_acc = ax_acc.lines[1].get_ydata()
+    assert seeded_test_acc == pytest.approx([0.5, 0.51])  # the mean over the two seeds
+    fig = viz.plot_history({"a": _history([1.0, 0.5])}, seeds=False)
+    assert fig.axes[0].get_yscale() == "linear"
+
+
+def test_plot_results_dots_per_seed_mean_std_and_paper_line():
+    fig = viz.plot_results({"GDFRNet": [54.0, 62.0], "ResNet-34": [66.0]}, paper={"GDFRNet": 90.1},
+                           note="budget")
+    ax = fig.axes[0]
+    from matplotlib.collections import PathCollection
+    dots = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert [len(c.get_offsets()) for c in dots] == [2, 1]  # one dot per seed
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    mean, std, n = viz.seed_summary([54.0, 62.0])
+    assert (mean, n) == (58.0, 2) and std == pytest.approx(5.657, abs=1e-3)
+    assert ticks[0] == "GDFRNet\n58.00 ± 5.66 (n=2)" and ticks[1] == "ResNet-34\n66.00 ± 0.00 (n=1)"
+    paper_lines = [c for c in ax.collections if c.get_label() == "paper"]
+    assert len(paper_lines) == 1 and paper_lines[0].get_segments()[0][0][1] == pytest.approx(90.1)
+    with pytest.raises(ValueError, match="at least one value"):
+        viz.seed_summary([])
