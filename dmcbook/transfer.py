@@ -59,7 +59,9 @@ class TransferReport:
 
 def torchvision_to_dmcbook(key: str) -> str:
     """torchvision's ResNet names -> this package's: ``conv1``/``bn1`` are ``stem.0``/``stem.1``
-    and ``layerN`` is ``layers.(N-1)``; block and head names are the same."""
+    and ``layerN`` is ``layers.(N-1)``; block and head names are the same. timm's ResNet family
+    uses the same names (its deep stem's ``conv1.i`` becomes ``stem.0.i``), so timm's
+    ``resnest50d`` loads into ``resneskt50(stem="imagenet", deep_stem=True, avd=True, spatial=False)``."""
     key = re.sub(r"^conv1\.", "stem.0.", key)
     key = re.sub(r"^bn1\.", "stem.1.", key)
     return re.sub(r"^layer(\d)\.", lambda m: f"layers.{int(m.group(1)) - 1}.", key)

@@ -8,6 +8,7 @@ from timm.models.resnest import ResNestBottleneck
 from dmcbook import create_model
 from dmcbook.detection import fasterrcnn
 from dmcbook.inside.resneskt import attention_details
+from dmcbook.transfer import torchvision_to_dmcbook
 from dmcbook.models.resneskt import PAPER_TABLE, GeM, ResNeSktBottleneck, SpatialKernelAttention, SplitAttention
 
 torch.set_num_threads(1)
@@ -160,7 +161,8 @@ def test_baseline_shapes(name):
         assert model(torch.randn(1, 1, 16, 16)).shape == (1, 5)
 
 
-@pytest.mark.parametrize("options", [dict(width=4), dict(width=4, spatial=False), dict(width=6, cardinality=2, radix=3)])
+@pytest.mark.parametrize("options", [dict(width=4), dict(width=4, spatial=False), dict(width=6, cardinality=2, radix=3),
+                                     dict(width=4, deep_stem=True, avd=True)])
 def test_gradients_reach_every_parameter_and_no_nan_on_negative_input(options):
     torch.manual_seed(4)
     model = create_model("resneskt50", num_classes=3, in_chans=3, **options).train()
@@ -182,6 +184,24 @@ def test_spatial_off_is_resnest():
     reference.load_state_dict(ours.state_dict())        # same layer names as timm's ResNestBottleneck
     x = torch.randn(2, 3, 16, 16)
     assert torch.allclose(ours(x), reference(x), atol=1e-4)
+
+
+def test_timm_resnest50d_loads_strictly_and_gives_the_same_logits():
+    # The released ResNeSt-50 (timm's resnest50d: deep 3x3 stem of width 32, avd, avg-down shortcut)
+    # is resneskt50 with spatial=False, deep_stem=True and avd=True, key for key.
+    import timm
+    torch.manual_seed(8)
+    reference = _randomize_bn(timm.create_model("resnest50d", pretrained=False, num_classes=10))
+    state = {torchvision_to_dmcbook(k): v for k, v in reference.state_dict().items()}
+    ours = create_model("resneskt50", stem="imagenet", spatial=False, deep_stem=True, avd=True).eval()
+    ours.load_state_dict(state, strict=True)
+    without_avd = create_model("resneskt50", stem="imagenet", spatial=False, deep_stem=True).eval()
+    without_avd.load_state_dict(state, strict=True)            # avd has no weights of its own ...
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference(x)
+        assert torch.allclose(ours(x), expected, atol=1e-5)
+        assert not torch.allclose(without_avd(x), expected, atol=1e-2)  # ... but changes the logits
 
 
 def test_block_with_spatial_off_equals_timm_resnest_block():
@@ -217,6 +237,9 @@ def test_baseline_parameter_counts_match_reference_and_paper():
 
 @pytest.mark.parametrize("options,message", [
     (dict(spatial="yes"), "spatial"),
+    (dict(avd="yes"), "avd"),
+    (dict(deep_stem="yes"), "deep_stem"),
+    (dict(width=5, deep_stem=True, radix=1), "odd width"),
     (dict(radix=0), "radix"),
     (dict(cardinality=1.5), "cardinality"),
     (dict(kernel=7), "kernel"),

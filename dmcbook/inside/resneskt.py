@@ -37,7 +37,7 @@ def attention_details(model: nn.Module, images: torch.Tensor, gem_p: float | Non
             split = block.conv2.details(inputs.pop(name))
             spatial = None
             if isinstance(block.ska, SpatialKernelAttention):
-                spatial = {k: v.cpu() for k, v in block.ska.details(split["out"]).items() if k != "out"}
+                spatial = {k: v.cpu() for k, v in block.ska.details(block.avd_last(split["out"])).items() if k != "out"}
             details.append({"block": name, "split": {"weights": split["weights"].cpu()}, "spatial": spatial})
     finally:
         for hook in hooks:
@@ -48,23 +48,41 @@ def attention_details(model: nn.Module, images: torch.Tensor, gem_p: float | Non
     return details
 
 
-def plot_spatial_kernel_attention(images: torch.Tensor, spatial: dict, index: int = 0, group: int = 0, title=None):
-    """One image's way through a spatial-kernel attention: the avg / max / GeM maps, the 3x3 and 5x5
-    responses with their weights a3 and a5, and the spatial weight drawn over the image."""
+def plot_spatial_kernel_attention(images: torch.Tensor, spatial: dict, index: int = 0, group: int = 0,
+                                  title=None):
+    """One image's way through a spatial-kernel attention, in two rows that fit the page.
+
+    Top: the image and its average, max and GeM maps (pooled along the group's channels, one
+    shared scale). Bottom: the 3x3 and 5x5 responses V_3x3, V_5x5 with their weights a_3x3,
+    a_5x5 (a diverging scale centred on zero, shared by both), and the spatial weight
+    sigmoid(a_3x3 V_3x3 + a_5x5 V_5x5) on its 0-1 scale, alone and over the image.
+    """
     import matplotlib.pyplot as plt
     pooled, responses = spatial["pooled"][index, group], spatial["responses"][index, group]
+    weight = spatial["spatial_weight"][index, group]
     a = spatial["kernel_weights"][index, group]
-    panels = [(pooled[0], "average"), (pooled[1], "max"), (pooled[2], "GeM"),
-              (responses[0], f"3x3 response, a3={a[0]:.3f}"), (responses[1], f"5x5 response, a5={a[1]:.3f}"),
-              (spatial["spatial_weight"][index, group], "spatial weight")]
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.3 * (len(panels) + 1), 2.6))
-    for ax, (panel, label) in zip(axes, panels):
-        ax.imshow(panel.cpu(), cmap="viridis")
-        ax.set_title(label, fontsize=8)
+    fig = plt.figure(figsize=(viz.PAGE_WIDTH, 4.2), layout="constrained")
+    # One sub-figure per row, so that the colour bars of one row do not shift the other's panels.
+    axes = [row.subplots(1, 4) for row in fig.subfigures(2, 1)]
+    for ax in (*axes[0], *axes[1]):
         ax.axis("off")
-    viz.heatmap_overlay(images[index].cpu(), spatial["spatial_weight"][index, group], ax=axes[-1],
-                        title="weight over the image")
+    image = images[index].cpu()
+    axes[0][0].imshow(image.permute(1, 2, 0).squeeze(-1), cmap="gray")
+    axes[0][0].set_title("input", fontsize=9)
+    low, high = viz.shared_limits(pooled)
+    for ax, panel, label in zip(axes[0][1:], pooled, ("average", "max", "GeM")):
+        shown = ax.imshow(panel, cmap="viridis", vmin=low, vmax=high)
+        ax.set_title(label, fontsize=9)
+    viz.add_colorbar(fig, shown, axes[0][1:], label="pooled value")
+    low, high = viz.shared_limits(responses, center_zero=True)
+    for ax, panel, k, weight_k in zip(axes[1][:2], responses, ("3", "5"), a):
+        shown = ax.imshow(panel, cmap=viz.diverging_cmap(), vmin=low, vmax=high)
+        ax.set_title(f"$V_{{{k}\\times{k}}}$,  $a_{{{k}\\times{k}}}$ = {weight_k:.2f}", fontsize=9)
+    viz.add_colorbar(fig, shown, axes[1][:2], label="response")
+    shown = axes[1][2].imshow(weight, cmap="jet", vmin=0, vmax=1)
+    axes[1][2].set_title("spatial weight", fontsize=9)
+    viz.heatmap_overlay(image, weight, ax=axes[1][3], vmin=0, vmax=1, title="over the input")
+    viz.add_colorbar(fig, shown, axes[1][2:], label="weight")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     return fig

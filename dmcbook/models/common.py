@@ -11,15 +11,30 @@ from ..checks import check_choice
 SHORTCUTS = ("conv", "avgpool")
 
 
-def make_stem(stem: str, in_chans: int, out_chans: int) -> nn.Sequential:
-    """``cifar``: 3x3 conv-BN-ReLU at full resolution. ``imagenet``: 7x7/2 conv-BN-ReLU and 3x3/2 max-pool."""
+def make_stem(stem: str, in_chans: int, out_chans: int, deep: bool = False) -> nn.Sequential:
+    """``cifar``: 3x3 conv-BN-ReLU at full resolution. ``imagenet``: 7x7/2 conv-BN-ReLU and 3x3/2 max-pool.
+
+    ``deep=True`` replaces the single conv by ResNet-D's deep stem (Bag of Tricks, He et al. 2019;
+    timm's ``stem_type="deep"``): three 3x3 convs of widths out/2, out/2, out with BN-ReLU between
+    them, the first one strided for ``imagenet``. Index 0 of the stem is always the conv part and
+    index 1 its BN, so torchvision's and timm's ``conv1``/``bn1`` map onto ``stem.0``/``stem.1``.
+    """
     check_choice("stem", stem, ("cifar", "imagenet"))
-    if stem == "cifar":
-        return nn.Sequential(nn.Conv2d(in_chans, out_chans, 3, 1, 1, bias=False),
-                             nn.BatchNorm2d(out_chans), nn.ReLU(inplace=True))
-    return nn.Sequential(nn.Conv2d(in_chans, out_chans, 7, 2, 3, bias=False),
-                         nn.BatchNorm2d(out_chans), nn.ReLU(inplace=True),
-                         nn.MaxPool2d(3, 2, 1))
+    stride = 1 if stem == "cifar" else 2
+    if deep:
+        if out_chans % 2:
+            raise ValueError(f"the deep stem has out/2 channels in its first convs; got an odd width {out_chans}")
+        mid = out_chans // 2
+        conv = nn.Sequential(nn.Conv2d(in_chans, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid),
+                             nn.ReLU(inplace=True), nn.Conv2d(mid, mid, 3, 1, 1, bias=False),
+                             nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+                             nn.Conv2d(mid, out_chans, 3, 1, 1, bias=False))
+    elif stem == "cifar":
+        conv = nn.Conv2d(in_chans, out_chans, 3, 1, 1, bias=False)
+    else:
+        conv = nn.Conv2d(in_chans, out_chans, 7, 2, 3, bias=False)
+    layers = [conv, nn.BatchNorm2d(out_chans), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers, nn.MaxPool2d(3, 2, 1)) if stem == "imagenet" else nn.Sequential(*layers)
 
 
 def make_shortcut(in_chans: int, out_chans: int, stride: int, kind: str = "conv") -> nn.Module | None:
@@ -42,18 +57,18 @@ class ResNet(nn.Module):
 
     ``block`` follows torchvision's signature ``block(inplanes, planes, stride, downsample, **block_kwargs)``
     and has a class attribute ``expansion``. ``block_kwargs_per_stage`` lets a paper switch a module
-    on in some stages only (DMCNet's AE placements, for example).
+    on in some stages only (DMCNet's AE placements, for example). ``deep_stem``: see :func:`make_stem`.
     """
 
     def __init__(self, block: Type[nn.Module], layers: Sequence[int], num_classes: int = 10,
                  in_chans: int = 3, stem: str = "cifar", widths: Sequence[int] = (64, 128, 256, 512),
                  shortcut: str = "conv", block_kwargs: dict | None = None,
-                 block_kwargs_per_stage: Sequence[dict] | None = None):
+                 block_kwargs_per_stage: Sequence[dict] | None = None, deep_stem: bool = False):
         super().__init__()
         if len(layers) != len(widths):
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same length")
         check_choice("shortcut", shortcut, SHORTCUTS)
-        self.stem = make_stem(stem, in_chans, widths[0])
+        self.stem = make_stem(stem, in_chans, widths[0], deep_stem)
         inplanes = widths[0]
         stages = []
         for index, (planes, depth) in enumerate(zip(widths, layers)):

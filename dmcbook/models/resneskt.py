@@ -3,7 +3,8 @@
 Each bottleneck splits its features into K cardinal groups of R splits (Eq. 1-3, ResNeSt's split
 attention), then gives every group a spatial weight chosen between a 3x3 and a 5x5 view of its
 average-, max- and GeM-pooled maps (Eq. 4-5 and the text after them, SKNet-style selection).
-With the spatial branch off the network is a ResNeSt.
+With the spatial branch off the network is a ResNeSt with the same stem, blocks and shortcuts
+(and with ``stem="imagenet", deep_stem=True, avd=True`` exactly timm's ``resnest50d``).
 
 GeM and the spatial-kernel attention are written here because no library has them (timm and
 torchvision have no GeM, let alone one that pools along channels); the split attention reuses
@@ -184,23 +185,28 @@ class ResNeSktBottleneck(nn.Module):
     """The ResNeSkt block (Fig. 2): 1x1 conv, split attention, spatial-kernel attention, 1x1 conv,
     residual add (Y = V + T(X)).
 
-    The rest is timm's ``ResNestBottleneck`` without ``avd``: a strided block strides its split-attention
-    conv, as ResNeXt does. (ResNeSt-50's released model instead runs that conv at full resolution and
-    average-pools after it, 5.1 G MACs instead of 4.1 G at 224x224; the paper's 4.25 G for ResNeSt-50
-    and 4.32 G for ResNeSkt-50 fit only the strided conv.) Layer names match timm's, so with
-    ``spatial=False`` a ResNeSt state dict loads unchanged.
+    The rest is timm's ``ResNestBottleneck``. By default (``avd=False``) a strided block strides its
+    split-attention conv, as ResNeXt does: the paper's 4.25 G MACs for ResNeSt-50 and 4.32 G for
+    ResNeSkt-50 fit only this. ``avd=True`` is what ResNeSt's released models do (timm's
+    ``avd=True, avd_first=False``): the split-attention conv runs at stride 1 and a 3x3 average pool
+    with the block's stride follows it; the spatial-kernel attention comes after that pool, so it
+    sees the same resolution either way. With ``spatial=False`` the block's layer names and state
+    dict are timm's ``ResNestBottleneck``'s (with the same ``avd``), and it computes the same.
     """
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  cardinality: int = 1, radix: int = 2, base_width: int = 64, gem_p: float = 3.0,
-                 spatial: bool = True):
+                 spatial: bool = True, avd: bool = False):
         super().__init__()
         group_width = int(planes * base_width / 64) * cardinality
+        avd = avd and stride > 1
         self.conv1 = nn.Conv2d(inplanes, group_width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(group_width)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = SplitAttention(group_width, stride=stride, cardinality=cardinality, radix=radix)
+        self.conv2 = SplitAttention(group_width, stride=1 if avd else stride, cardinality=cardinality,
+                                    radix=radix)
+        self.avd_last = nn.AvgPool2d(3, stride, padding=1) if avd else nn.Identity()
         self.ska = SpatialKernelAttention(group_width, cardinality, gem_p) if spatial else nn.Identity()
         self.conv3 = nn.Conv2d(group_width, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -209,7 +215,7 @@ class ResNeSktBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
-        out = self.ska(self.conv2(out))
+        out = self.ska(self.avd_last(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         shortcut = x if self.downsample is None else self.downsample(x)
         return self.act3(out + shortcut)
@@ -234,40 +240,54 @@ def _check_groups(width: int, cardinality: int, base_width: int, radix: int = 1)
                          f"multiple of the radix ({radix})")
 
 
-def _resneskt(depth, num_classes, in_chans, stem, width, cardinality, radix, base_width, gem_p, spatial):
+def _resneskt(depth, num_classes, in_chans, stem, width, cardinality, radix, base_width, gem_p, spatial,
+              deep_stem, avd):
     for name, value in (("cardinality", cardinality), ("radix", radix), ("base_width", base_width)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    check_choice("spatial", spatial, (True, False))
+    for name, value in (("spatial", spatial), ("deep_stem", deep_stem), ("avd", avd)):
+        check_choice(name, value, (True, False))
     _check_groups(width, cardinality, base_width, radix)
     # ResNeSt's average-pool shortcut ("avg_down") for the strided blocks.
     return ResNet(ResNeSktBottleneck, LAYERS[depth], num_classes=num_classes, in_chans=in_chans,
-                  stem=stem, widths=scaled_widths(width), shortcut="avgpool",
+                  stem=stem, widths=scaled_widths(width), shortcut="avgpool", deep_stem=deep_stem,
                   block_kwargs=dict(cardinality=cardinality, radix=radix, base_width=base_width,
-                                    gem_p=gem_p, spatial=spatial))
+                                    gem_p=gem_p, spatial=spatial, avd=avd))
+
+
+# Options of every constructor: cardinality K, radix R, GeM's p, ``spatial`` (False: no spatial-kernel
+# attention, i.e. ResNeSt), ``deep_stem`` (ResNet-D's three 3x3 convs, common.make_stem) and ``avd``
+# (ResNeSktBottleneck). The defaults fit the paper's costs: at 224x224 ResNeSt-50 is 4.09 G MACs as
+# built by default, 4.33 G with the deep stem and 5.13-5.37 G with avd, against the paper's 4.25 G.
+# resneskt50(stem="imagenet", deep_stem=True, avd=True, spatial=False) is exactly timm's resnest50d
+# (the released ResNeSt-50): its state dict loads with transfer.torchvision_to_dmcbook's names.
+# ``spatial`` changes nothing else, so ResNeSkt and its ResNeSt baseline always share stem and blocks.
 
 
 @register_model
 def resneskt50(num_classes=10, in_chans=3, stem="cifar", width=64, cardinality=1, radix=2, base_width=64,
-               gem_p=3.0, spatial=True):
-    """ResNeSkt-50, Table 1 (27.6 M, 4.32 G). Cardinality K, radix R, GeM p; ``spatial=False`` gives
-    ResNeSt-50. K defaults to 1 (ResNeSt-50's 1s2x64d), not the printed 32: see the chapter's
-    open questions (only K = 1 matches the paper's parameter count)."""
-    return _resneskt(50, num_classes, in_chans, stem, width, cardinality, radix, base_width, gem_p, spatial)
+               gem_p=3.0, spatial=True, deep_stem=False, avd=False):
+    """ResNeSkt-50, Table 1 (27.6 M, 4.32 G). ``spatial=False`` gives ResNeSt-50 with the same stem,
+    blocks and shortcuts. K defaults to 1 (ResNeSt-50's 1s2x64d), not the printed 32: see the
+    chapter's open questions (only K = 1 matches the paper's parameter count)."""
+    return _resneskt(50, num_classes, in_chans, stem, width, cardinality, radix, base_width, gem_p, spatial,
+                     deep_stem, avd)
 
 
 @register_model
 def resneskt101(num_classes=10, in_chans=3, stem="cifar", width=64, cardinality=1, radix=2, base_width=64,
-                gem_p=3.0, spatial=True):
+                gem_p=3.0, spatial=True, deep_stem=False, avd=False):
     """ResNeSkt-101, Table 1 (48.3 M, 8.19 G): blocks (3, 4, 23, 3)."""
-    return _resneskt(101, num_classes, in_chans, stem, width, cardinality, radix, base_width, gem_p, spatial)
+    return _resneskt(101, num_classes, in_chans, stem, width, cardinality, radix, base_width, gem_p, spatial,
+                     deep_stem, avd)
 
 
 @register_model
 def resneskt200(num_classes=10, in_chans=3, stem="cifar", width=64, cardinality=1, radix=2, base_width=64,
-                gem_p=3.0, spatial=True):
+                gem_p=3.0, spatial=True, deep_stem=False, avd=False):
     """ResNeSkt-200, Table 1 (70.1 M, 13.99 G): ResNeSt-200's blocks (3, 24, 36, 3)."""
-    return _resneskt(200, num_classes, in_chans, stem, width, cardinality, radix, base_width, gem_p, spatial)
+    return _resneskt(200, num_classes, in_chans, stem, width, cardinality, radix, base_width, gem_p, spatial,
+                     deep_stem, avd)
 
 
 # ---- Table 2 baselines: reference blocks from torchvision / timm in the shared skeleton ----------
