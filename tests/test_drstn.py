@@ -18,6 +18,19 @@ LAYOUTS = {"drstn_v1": (2, 2, 2, 2), "drstn_v2": (2, 2, 2, 2), "drstn_v3": (1, 1
            "drstn_v4": (2, 3, 5, 2), "drstn_v5": (2, 2, 2)}
 
 
+def randomize_bn(module):
+    """Non-default BN statistics and affine parameters, so that a check can see every BN
+    (with running mean 0, variance 1, weight 1 and bias 0 an eval-mode BN is the identity)."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return module
+
+
 def piecewise(x, tau):
     """Eq. (15) written case by case."""
     return torch.where(x > tau, x - tau, torch.where(x < -tau, x + tau, torch.zeros_like(x)))
@@ -53,7 +66,7 @@ def test_threshold_is_channel_wise_not_channel_shared():
     # A widely copied port computes A as the mean over channels (DRSN-CS) under a "CW" label.
     # Channel-wise: a silent channel gets tau = 0 whatever the others do ...
     torch.manual_seed(0)
-    st = SoftThreshold(4).eval()
+    st = SoftThreshold(4, reduction=1).eval()  # M = C, so the FCs can be diagonal below
     x = torch.randn(3, 4, 6, 6)
     x[:, 2] = 0
     tau = st.thresholds(x).flatten(1)
@@ -71,6 +84,26 @@ def test_threshold_is_channel_wise_not_channel_shared():
     assert changed[:, 1].all() and not changed[:, [0, 2, 3]].any()
 
 
+def test_eval_thresholds_follow_the_formula_with_running_statistics():
+    # In eval mode the threshold BN normalises with its running statistics: tau is the formula
+    # of Fig. 2 written out here, and one sample's tau does not depend on the rest of the batch.
+    torch.manual_seed(0)
+    st = randomize_bn(SoftThreshold(8)).eval()
+    x = torch.randn(5, 8, 6, 6) * 2
+    a = x.abs().mean(dim=(2, 3))
+    bn = st.bn
+    h = (st.fc1(a) - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    alpha = torch.sigmoid(st.fc2(F.relu(h)))
+    with torch.no_grad():
+        assert torch.allclose(st.thresholds(x).flatten(1), a * alpha, atol=1e-6)
+        assert torch.allclose(st.thresholds(x[:2]), st.thresholds(x)[:2], atol=1e-6)
+
+
+def test_hidden_width_is_c_over_4_by_default_and_c_with_reduction_1():
+    assert SoftThreshold(64).fc1.out_features == 16 and SoftThreshold(64, 1).fc1.out_features == 64
+    assert SoftThreshold(2).fc1.out_features == 1  # never empty at small widths
+
+
 def test_batch_of_one_in_training_mode_uses_running_statistics():
     torch.manual_seed(0)
     st = SoftThreshold(5)
@@ -86,7 +119,7 @@ def test_batch_of_one_in_training_mode_uses_running_statistics():
 
 def test_strb_shrinks_the_residual_branch_before_the_add():
     torch.manual_seed(0)
-    block = STRB(4, 4).eval()
+    block = randomize_bn(STRB(4, 4)).eval()
     x = torch.randn(2, 4, 6, 6)
     branch = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))
     expected = F.relu(piecewise(branch, block.soft_threshold.thresholds(branch)) + x)
@@ -112,9 +145,10 @@ def test_table2_layouts_and_stems():
             assert isinstance(model.stem[-1], nn.MaxPool2d) == (stem == "imagenet")
 
 
-def soft_threshold_overhead(layout, width=64):
-    """Each STRB adds FC(C->C, no bias) + BN1d(C) + FC(C->C): 2C^2 + 3C."""
-    return sum(n * (2 * c * c + 3 * c) for n, c in zip(layout, scaled_widths(width, len(layout))))
+def soft_threshold_overhead(layout, width=64, reduction=4):
+    """Each STRB adds FC(C->M, no bias) + BN1d(M) + FC(M->C with bias), M = C/reduction: 2CM + 2M + C."""
+    return sum(n * (2 * c * (c // reduction) + 2 * (c // reduction) + c)
+               for n, c in zip(layout, scaled_widths(width, len(layout))))
 
 
 @pytest.mark.parametrize("name", VERSIONS)
@@ -131,9 +165,14 @@ def test_paper_size_parameter_counts(name, stem, num_classes, in_chans):
 
 def test_v1_is_resnet18_plus_the_shrinkage_overhead():
     resnet18 = sum(p.numel() for p in torchvision.models.resnet18(weights=None).parameters())
-    v1 = create_model("drstn_v1", num_classes=1000, stem="imagenet")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert resnet18 == 11_689_512
-    assert sum(p.numel() for p in v1.parameters()) == 11_689_512 + 1_398_400
+    # M = C/4 (the reference TFLearn code, the default) and M = C (the Keras file)
+    assert count(create_model("drstn_v1", num_classes=1000, stem="imagenet")) == 11_689_512 + 351_040
+    assert count(create_model("drstn_v1", num_classes=1000, stem="imagenet", reduction=1)) == 11_689_512 + 1_398_400
+    # with 10 classes, the numbers the chapter quotes: 11.53 M and 12.58 M
+    assert round(count(create_model("drstn_v1", stem="imagenet")) / 1e6, 2) == 11.53
+    assert round(count(create_model("drstn_v1", stem="imagenet", reduction=1)) / 1e6, 2) == 12.58
 
 
 @pytest.mark.parametrize("name", VERSIONS)

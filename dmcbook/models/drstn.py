@@ -40,16 +40,20 @@ class SoftThreshold(nn.Module):
     less than its own mean magnitude. ``alpha`` mixes channels through the FC layers (as an SE
     block does); ``A``, the scale of each threshold, does not.
 
-    ``reduction`` sets the FC hidden width to ``channels // reduction``; 1 is the reference DRSN
-    code and the paper's Fig. 2 (M = K). A batch of one sample in training mode has no batch
-    variance, so BN then normalises with its running statistics instead of raising.
+    ``reduction`` sets the width M of the hidden FC layer to ``channels // reduction`` (at least 1).
+    The paper names M (Sec. 3.3: "M is the number of FC neurons") without a value, and its Fig. 2
+    is missing from the text. The default 4 (M = C/4) is the DRSN authors' reference TFLearn code
+    (github.com/zhao62/Deep-Residual-Shrinkage-Networks, DRSN.py: ``out_channels//4``), which that
+    repository recommends over its Keras file; the Keras file uses M = C (``reduction=1``).
+    A batch of one sample in training mode has no batch variance, so BN then normalises with its
+    running statistics instead of raising.
     """
 
-    def __init__(self, channels: int, reduction: int = 1):
+    def __init__(self, channels: int, reduction: int = 4):
         super().__init__()
-        if not isinstance(reduction, int) or not 1 <= reduction <= channels:
-            raise ValueError(f"reduction must be an integer in [1, {channels}]; got {reduction!r}")
-        hidden = channels // reduction
+        if not isinstance(reduction, int) or reduction < 1:
+            raise ValueError(f"reduction must be a positive integer; got {reduction!r}")
+        hidden = max(channels // reduction, 1)
         # No bias: BN subtracts the batch mean right after, so a bias there gets zero gradient
         # (the reference code has one; it never trains).
         self.fc1 = nn.Linear(channels, hidden, bias=False)
@@ -83,7 +87,7 @@ class STRB(BasicBlock):
     """
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 reduction: int = 1):
+                 reduction: int = 4):
         super().__init__(inplanes, planes, stride, downsample)
         self.soft_threshold = SoftThreshold(planes, reduction)
 
@@ -105,7 +109,7 @@ class DRSTN(ResNet):
     """
 
     def __init__(self, layers, num_classes: int = 10, in_chans: int = 3, stem: str = "cifar",
-                 stem_kernel: int = 3, width: int = 64, reduction: int = 1):
+                 stem_kernel: int = 3, width: int = 64, reduction: int = 4):
         check_choice("stem_kernel", stem_kernel, STEM_KERNELS)
         super().__init__(STRB, layers, num_classes=num_classes, in_chans=in_chans, stem=stem,
                          widths=scaled_widths(width, len(layers)), block_kwargs={"reduction": reduction})
@@ -117,30 +121,30 @@ class DRSTN(ResNet):
 
 
 @register_model
-def drstn_v1(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=1):
+def drstn_v1(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=4):
     """DRSTN_V1: ResNet-18's layout (2, 2, 2, 2) with STRBs and the 7x7 Conv_1."""
     return DRSTN((2, 2, 2, 2), num_classes, in_chans, stem, 7, width, reduction)
 
 
 @register_model
-def drstn_v2(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=1):
+def drstn_v2(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=4):
     """DRSTN_V2 = DRSTN_KS(3*3): V1 with a 3x3 Conv_1."""
     return DRSTN((2, 2, 2, 2), num_classes, in_chans, stem, 3, width, reduction)
 
 
 @register_model
-def drstn_v3(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=1):
+def drstn_v3(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=4):
     """DRSTN_V3 = DRSTN_KS(3*3)_RB(1:1:1:1): one STRB per stage."""
     return DRSTN((1, 1, 1, 1), num_classes, in_chans, stem, 3, width, reduction)
 
 
 @register_model
-def drstn_v4(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=1):
+def drstn_v4(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=4):
     """DRSTN_V4 = DRSTN_KS(3*3)_RB(2:3:5:2): most blocks in Conv_4."""
     return DRSTN((2, 3, 5, 2), num_classes, in_chans, stem, 3, width, reduction)
 
 
 @register_model
-def drstn_v5(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=1):
+def drstn_v5(num_classes=10, in_chans=3, stem="cifar", width=64, reduction=4):
     """DRSTN_V5 = DRSTN_KS(3*3)_RB(2:2:2): Conv_5 removed, so the features are 4x width wide."""
     return DRSTN((2, 2, 2), num_classes, in_chans, stem, 3, width, reduction)
