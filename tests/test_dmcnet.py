@@ -104,6 +104,36 @@ def test_masks_are_random_in_training_and_off_in_eval():
     torch.testing.assert_close(dmc(x), dmc.forward_parts(x)["out"], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("mask", ["mask2", "mask3", "mask5"])
+def test_forward_in_training_applies_exactly_the_masks_switched_on(mask):
+    # forward draws M1 and M2 with draw_masks; replaying the same random numbers gives the masks it
+    # used, so its output must be forward_parts with M1 where the channel switch is on and M2 where
+    # the kernel switch is on (Table 2: mask2 = kernel, mask3 = channel).
+    kernel, channel, conditional = MASKS[mask]
+    dmc = DynamicMaskConv(16, 16, m=0.5, kernel_mask=kernel, channel_mask=channel,
+                          conditional_mask=conditional).train()
+    x = torch.randn(3, 16, 7, 7)
+    torch.manual_seed(11)
+    out = dmc(x)
+    torch.manual_seed(11)
+    m1, m2 = dmc.draw_masks(x)
+    torch.testing.assert_close(out, dmc.forward_parts(x, m1 if channel else None, m2 if kernel else None)["out"])
+
+
+def test_kernel_mask_is_shared_by_the_batch_and_channel_mask_is_per_sample():
+    # M2 masks the weight, so identical samples stay identical; M1 silences channels per sample,
+    # so identical samples come out different. Swapping the two switches breaks both.
+    x = torch.randn(1, 16, 7, 7).expand(8, -1, -1, -1)
+    torch.manual_seed(12)
+    kernel_only = DynamicMaskConv(16, 16, m=0.5, channel_mask=False, conditional_mask=False).train()
+    out = kernel_only(x)
+    assert torch.equal(out, out[:1].expand_as(out))
+    assert not torch.allclose(out, kernel_only.eval()(x))
+    channel_only = DynamicMaskConv(16, 16, m=0.5, kernel_mask=False, conditional_mask=False).train()
+    out = channel_only(x)
+    assert not torch.allclose(out[0], out[1])
+
+
 # ---- FGlo, MMCF (Eqs. 11-19) ----
 
 def test_fglo_matches_direct_formula():
@@ -122,11 +152,35 @@ def test_split_sizes(c, sizes):
     assert split_sizes(c) == sizes
 
 
+def randomize_bn(module):
+    """Non-default BN statistics and affine parameters: with the defaults an eval-mode BN is the
+    identity, and a check could not see it."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return module
+
+
+def bn_eval(t, bn):
+    """BatchNorm2d in eval mode, written out."""
+    return ((t - bn.running_mean.view(1, -1, 1, 1)) / torch.sqrt(bn.running_var.view(1, -1, 1, 1) + bn.eps)
+            * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1))
+
+
 def test_mmcf_output_is_eq19():
     torch.manual_seed(0)
-    block = MMCF(12, 12).eval()
+    block = randomize_bn(MMCF(12, 12)).eval()
     x = torch.randn(2, 12, 8, 8)
     parts = block.forward_parts(x)
+    with torch.no_grad():
+        f0 = F.relu(bn_eval(dilated_conv_direct(x, block.f0[0].weight, 1), block.f0[1]))          # Eq. 11
+        torch.testing.assert_close(parts["f0"], f0, atol=1e-5, rtol=1e-5)
+        branch1 = bn_eval(dilated_conv_direct(f0[:, :4], block.branch1[0].weight, 1), block.branch1[1])
+        torch.testing.assert_close(parts["branches"][0], branch1, atol=1e-5, rtol=1e-5)          # Eq. 14
     assert [b.shape[1] for b in parts["branches"]] == [4, 4, 4]
     torch.testing.assert_close(parts["f_cat"], torch.cat(parts["branches"], 1))          # Eq. 17
     torch.testing.assert_close(parts["f_t"], block.fglo(parts["f_cat"]))                   # Eq. 18
@@ -277,9 +331,15 @@ def test_paper_parameter_counts(variant):
     assert abs(n_params(model) / 1e6 / PAPER_PARAMS[variant] - 1) < 0.05
 
 
-def test_net4_is_resnet34():
-    assert n_params(create_model("dmcnet34", **ABLATIONS["Net4"])) == n_params(
-        create_model("resnet34", stem="imagenet"))
+def test_net4_is_net3_with_the_imagenet_stem_and_resnet34s_count():
+    # The paper: Net4 removes MMCF and AE "and changes the initial 3x3 conv to 7x7" (Net3 + 7x7 stem).
+    net3, net4 = create_model("dmcnet34", **ABLATIONS["Net3"]), create_model("dmcnet34", **ABLATIONS["Net4"])
+    assert {k: v.shape for k, v in net3.state_dict().items() if not k.startswith("stem.")} == \
+        {k: v.shape for k, v in net4.state_dict().items() if not k.startswith("stem.")}
+    assert [type(m) for m in net3.layers.modules()] == [type(m) for m in net4.layers.modules()]
+    assert net4.stem[0].kernel_size == (7, 7) and isinstance(net4.stem[-1], torch.nn.MaxPool2d)
+    # Table 7 gives it ResNet-34's 21.34 M: the average-pool shortcut costs what the strided one does
+    assert n_params(net4) == n_params(create_model("resnet34", stem="imagenet"))
 
 
 @pytest.mark.parametrize("call,match", [
