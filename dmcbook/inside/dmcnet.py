@@ -70,8 +70,10 @@ def plot_dynamic_masks(dmc: DynamicMaskConv, x: torch.Tensor, mask: str = "mask8
                        seed: int = 0, title: str | None = None):
     """One figure of D_M_Conv at work on one input (1, C, H, W): the input, M1 (silenced channels in
     black), M2 (kept kernel taps, one 3x3 cell per output/input channel pair), M3 over the input,
-    X_ke and X_out, for the masks that ``mask`` switches on."""
-    import matplotlib.pyplot as plt
+    X_ke and X_out, for the masks that ``mask`` switches on. Two rows of three panels, so it fits
+    the page; the input and M3 each with its own colour bar, X_ke and X_out on one scale centred
+    on zero (zero is white)."""
+    from .. import viz
     check_choice("mask", mask, tuple(MASKS))
     kernel, channel, conditional = MASKS[mask]
     if conditional and not dmc.conditional_mask:
@@ -83,24 +85,30 @@ def plot_dynamic_masks(dmc: DynamicMaskConv, x: torch.Tensor, mask: str = "mask8
     taps = (m2 > 0).float() if kernel else torch.ones_like(m2)
     taps = taps.permute(0, 2, 1, 3).reshape(taps.shape[0] * k, taps.shape[1] * k)
     kept = (m1[0, :, 0] > 0).float().T if channel else torch.ones(1, x.shape[1])
+    signed = [parts["x_ke"][0].mean(0).cpu(), parts["out"][0].mean(0).cpu()]
+    low, high = viz.shared_limits(signed, center_zero=True)
+    scales = {"gray": {"cmap": "gray"}, "magma": {"cmap": "magma"},
+              "signed": {"cmap": viz.diverging_cmap(), "vmin": low, "vmax": high}}
     panels = [("input X (channel mean)", x[0].mean(0), "gray"),
               (f"M1: {int(kept.sum())}/{x.shape[1]} channels kept", kept, "mask"),
               (f"M2: {100 * taps.mean():.0f}% taps kept", taps, "mask"),
               ("M3 (conditional)" if conditional else "no M3", parts["m3"][0, 0] if conditional else None, "magma"),
-              ("X_ke (channel mean)", parts["x_ke"][0].mean(0), "viridis"),
-              ("X_out (channel mean)", parts["out"][0].mean(0), "viridis")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.6))
-    for ax, (label, image, cmap) in zip(axes, panels):
+              ("X_ke (channel mean)", signed[0], "signed"),
+              ("X_out (channel mean)", signed[1], "signed")]
+    fig, axes = viz.page_subplots(len(panels), ncols=3, panel=2.3)
+    for ax, (label, image, kind) in zip(axes, panels):
         ax.set(xticks=[], yticks=[])
-        ax.set_title(label, fontsize=8)
+        ax.set_title(label, fontsize=9)
         if image is None:
             ax.axis("off")
-        elif cmap == "mask":  # binary: black = dropped, white = kept
+        elif kind == "mask":  # binary: black = dropped, white = kept
             ax.imshow(image.cpu().numpy(), cmap="gray", vmin=0, vmax=1)
         else:
-            ax.imshow(image.cpu().numpy(), cmap=cmap)
+            shown = ax.imshow(image.cpu().numpy(), **scales[kind])
+            if kind != "signed":
+                fig.colorbar(shown, ax=ax, shrink=0.8)
+    viz.add_colorbar(fig, shown, axes[-2:], shrink=0.8)  # X_ke and X_out share one scale
     fig.suptitle(title or f"{mask}, m = {dmc.m if m is None else m}", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -117,3 +125,33 @@ def branch_receptive_fields(block: MMCF, size: int = 25) -> list[torch.Tensor]:
         maps.append(x.grad.abs().sum((0, 1)))
     block.train(was_training)
     return maps
+
+
+def alternative_counts(model: nn.Module) -> dict[str, int]:
+    """Parameter counts of ``model`` under the readings the chapter did not choose (open
+    questions 6-8), each built from the modules it would replace so that it follows the code:
+    AE with a full 3x3 for S_v or MixDehazeNet's MLP width 4c; the 1x1 convs of MMCF's branches
+    2 and 3 halving their channels; M3 computed by a full-width 3x3. ``ours`` is the model."""
+    def count(*modules):
+        return sum(p.numel() for module in modules for p in module.parameters())
+
+    ours = count(model)
+    delta = dict.fromkeys(("AE: full 3x3 for S_v", "AE: MLP hidden width 4c",
+                           "branches 2-3 halve their channels", "M3: full-width 3x3"), 0)
+    for module in model.modules():
+        if isinstance(module, AE):
+            c = module.value[1].out_channels
+            delta["AE: full 3x3 for S_v"] += count(nn.Conv2d(c, c, 3)) - count(module.value[1])
+            delta["AE: MLP hidden width 4c"] += count(AE(c, mlp_ratio=4.0)) - count(module)
+        elif isinstance(module, DynamicMaskConv) and module.conditional_mask:
+            full = DynamicMaskConv(module.conv.in_channels, module.conv.out_channels, cond_reduction=1)
+            delta["M3: full-width 3x3"] += count(full.cond) - count(module.cond)
+        elif isinstance(module, MMCF):
+            for branch in (module.branch2, module.branch3):
+                c, dmc, last = branch[0].in_channels, branch[1], branch[2]
+                half = max(c // 2, 1)
+                halved = (nn.Conv2d(c, half, 1, bias=False),
+                          DynamicMaskConv(half, half, dmc.conv.dilation[0], conditional_mask=dmc.conditional_mask),
+                          nn.Conv2d(half, c, last.kernel_size, bias=False))
+                delta["branches 2-3 halve their channels"] += count(*halved) - count(branch)
+    return {"ours": ours, **{reading: ours + d for reading, d in delta.items()}}
