@@ -46,7 +46,7 @@ def sample_images(size: int = 224, names=PHOTOGRAPHS) -> dict[str, torch.Tensor]
 # The book's text column shows about 690 px; notebook.setup stores figures at 90 dpi, so a
 # figure at most 7.5 in wide (675 px) is never shrunk and its 8-9 pt text stays legible.
 PAGE_WIDTH = 7.5
-MAX_PANEL, MIN_PANEL = 2.0, 1.2  # inches per image panel
+MAX_PANEL, MIN_PANEL = 2.0, 1.1  # inches per image panel (1.1 in = 99 px at 90 dpi)
 COLORBAR_ROOM = 0.7  # inches kept free for a colour bar at the right of a grid
 
 
