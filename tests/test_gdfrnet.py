@@ -17,6 +17,19 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
+def randomize_bn(module):
+    """Non-default BN statistics and affine parameters: with the defaults an eval-mode BN is the
+    identity (up to eps), and an equation check could not see it."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return module
+
+
 def meta_model(**options):
     """The paper-size network on the meta device: parameters counted without allocating them."""
     with torch.device("meta"):
@@ -59,10 +72,7 @@ def test_frm_output_size_equals_input_size(k, upsample):
 
 def test_frm_is_eq_1_to_12():
     torch.manual_seed(0)
-    frm = FRM(16, r=4).eval()
-    for m in frm.modules():  # non-trivial BN statistics, so an ignored BN would show
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 1.5)
+    frm = randomize_bn(FRM(16, r=4)).eval()  # so that an ignored BN would show
     x = torch.randn(2, 16, 7, 9)
 
     def bn(t, m):
@@ -134,7 +144,8 @@ def test_fgcm_equals_direct_convolution_on_an_image():
     gauss /= gauss.sum()
     lap = np.array([[1, 1, 1], [1, -8, 1], [1, 1, 1]], float)
     expected = ndimage.convolve(ndimage.convolve(image, gauss, mode="nearest"), lap, mode="nearest")
-    fgcm = FGCM(1, 3).eval()
+    torch.manual_seed(0)
+    fgcm = randomize_bn(FGCM(1, 3)).eval()  # with identity BNs, dropping both would pass
     x = torch.tensor(image, dtype=torch.float32)[None, None]
     with torch.no_grad():
         np.testing.assert_allclose(fgcm.log(x)[0, 0].numpy(), expected, atol=1e-5)
@@ -187,12 +198,13 @@ def test_gradients_reach_every_trainable_parameter(options):
 
 @pytest.mark.parametrize("position", ["C", "D"])
 def test_frrb_is_eq_14(position):
-    """With the conv path silenced (BN2 gives 0), Eq. 14 leaves ReLU(x) for C and ReLU(M(x)) for D."""
-    block = FRRB(8, 8, r=4, position=position).eval()
+    """With the conv path silenced (BN2 gives 0), Eq. 14 leaves ReLU(M(0) + x) for C and ReLU(M(x)) for D."""
+    block = randomize_bn(FRRB(8, 8, r=4, position=position)).eval()
     torch.nn.init.zeros_(block.bn2.weight)
+    torch.nn.init.zeros_(block.bn2.bias)
     x = torch.randn(2, 8, 6, 6)
     with torch.no_grad():
-        expected = F.relu(block.frm(x) if position == "D" else x)
+        expected = F.relu(block.frm(x) if position == "D" else block.frm(torch.zeros_like(x)) + x)
         torch.testing.assert_close(block(x), expected)
 
 
