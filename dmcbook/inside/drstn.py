@@ -67,3 +67,71 @@ def stage_table(model: ResNet, input_size=(3, 32, 32)) -> list[dict]:
              "params": count([module]),
              "of which soft threshold": count([m for m in module.modules() if isinstance(m, SoftThreshold)])}
             for label, module in parts]
+
+
+def plot_shrinkage(before: torch.Tensor, after: torch.Tensor, channels=range(6), title=None):
+    """What one soft threshold did to a few channels of one image: ``before`` and ``after``
+    are its input and output maps (C, H, W).
+
+    All panels share one diverging scale centred on zero (zero is white, one colour bar), and
+    in the lower row the activations the threshold set exactly to zero are painted grey, with
+    their share in the title: on a shared colour scale small values look white both before and
+    after, so without the grey the shrinkage would be invisible.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .. import viz
+
+    channels = list(channels)
+    before, after = before.detach().float().cpu(), after.detach().float().cpu()
+    limit = float(before[channels].abs().max())
+    cmap = viz.diverging_cmap().with_extremes(bad="0.7")  # masked (exact zeros): grey
+    width = min(viz.PAGE_WIDTH, 1.1 * len(channels) + 1.0)
+    fig, axes = plt.subplots(2, len(channels), figsize=(width, 3.0), squeeze=False,
+                             layout="constrained")
+    for col, c in enumerate(channels):
+        zero = after[c] == 0
+        image = axes[0, col].imshow(before[c], cmap=cmap, vmin=-limit, vmax=limit)
+        axes[1, col].imshow(np.ma.masked_where(zero.numpy(), after[c].numpy()), cmap=cmap,
+                            vmin=-limit, vmax=limit)
+        axes[0, col].set_title(f"ch {c}: z", fontsize=8)
+        axes[1, col].set_title(f"soft(z): {100 * zero.float().mean():.0f} % 0", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    viz.add_colorbar(fig, image, axes, label="activation (grey: exactly 0)")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def transfer_table(transfer) -> list[dict]:
+    """A :class:`~dmcbook.transfer.TransferReport` per module rather than per tensor: one row
+    per (what happened, module name with block indices as ``*``), counting its tensors, with
+    the reason of the first of them. Copied modules are left out: they are the rule."""
+    import re
+
+    groups: dict[tuple[str, str], dict] = {}
+    for row in transfer.rows():
+        if row["action"] == "copied":
+            continue
+        module = re.sub(r"\.\d+", ".*", row["key"].rsplit(".", 1)[0])
+        group = groups.setdefault((row["action"], module),
+                                  {"action": row["action"], "module": module, "tensors": 0,
+                                   "why": row["reason"]})
+        group["tensors"] += 1
+    return sorted(groups.values(), key=lambda g: (g["action"], g["module"]))
+
+
+def table1_weights_cached() -> bool:
+    """Whether torch.hub's cache already holds the ImageNet weights of Table 1's four networks,
+    looked up without downloading anything (so an offline machine prints no failed download)."""
+    from pathlib import Path
+
+    from torchvision.models import get_model_weights
+
+    from ..transfer import TABLE1_NETWORKS
+
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    return all((folder / Path(get_model_weights(name).IMAGENET1K_V1.url).name).is_file()
+               for name, _ in TABLE1_NETWORKS.values())
