@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from dmcbook.models import create_model
-from dmcbook.inside.gdfrnet import frm_maps, inside_gdfrnet, parameter_breakdown
+from dmcbook.profile import count_flops
+from dmcbook.inside.gdfrnet import frm_maps, inside_gdfrnet, mac_breakdown, parameter_breakdown
 from dmcbook.models.gdfrnet import FGCM, FOM, FRM, FRRB, LaplacianOfGaussian
 
 PAPER_PARAMS = 56.45e6  # Table 8
@@ -242,6 +243,25 @@ def test_paper_size_parameter_counts():
     assert 43.6e6 < n_params(meta_model()) < 43.8e6
     # Reading it as a dense 3x3 conv is the one change that lands within 10 % of 56.45 M.
     assert abs(n_params(meta_model(down="dense")) - PAPER_PARAMS) / PAPER_PARAMS < 0.10
+
+
+def test_mac_breakdown_adds_up_and_matches_the_closed_forms():
+    text, dense, net2 = meta_model(), meta_model(down="dense"), meta_model(variant="net2")
+    rows = {name: {r["part"]: r["macs"] for r in mac_breakdown(m)} for name, m in
+            (("text", text), ("dense", dense), ("net2", net2))}
+    for name, model in (("text", text), ("dense", dense), ("net2", net2)):
+        assert rows[name]["total"] == count_flops(model, (3, 32, 32))["macs"]
+        assert rows[name]["total"] == sum(v for k, v in rows[name].items() if k != "total")
+    # ResNet-34's own parts are the same in all three; net2 has nothing else
+    skeleton = [k for k in rows["net2"] if k == "stem" or k.startswith("layer") or k == "head (fc)"]
+    assert all(rows["text"][k] == rows["dense"][k] == rows["net2"][k] for k in skeleton)
+    assert rows["net2"]["total"] == sum(rows["net2"][k] for k in skeleton)
+    # At 32x32 every FRM's stage has C = 64 * 2^i channels on (32 / 2^i)^2 pixels, so each of the
+    # 16 FRMs costs the same: a 4x4 transposed conv per input pixel (H/2 x W/2) and, dense, a 3x3/2 conv.
+    assert rows["dense"]["FRM transposed convs (Eq. 5) + BN"] == 16 * 16 ** 2 * 64 ** 2 * 16
+    assert rows["dense"]["FRM down conv (Eq. 2) + BN"] == 16 * 16 ** 2 * 64 ** 2 * 9
+    assert rows["text"]["FRM down conv (Eq. 2) + BN"] == sum(n * (16 // 2 ** i) ** 2 * 64 * 2 ** i * 9
+                                                             for i, n in enumerate((3, 4, 6, 3)))
 
 
 def test_analysis_helpers():

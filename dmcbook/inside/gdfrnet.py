@@ -2,8 +2,11 @@
 gradients by stage, the feature maps of Fig. 17 and the costs part by part."""
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..models.common import ResNet
 from ..models.gdfrnet import FRM, FRRB, LaplacianOfGaussian
@@ -126,3 +129,61 @@ def parameter_breakdown(model: ResNet) -> list[dict]:
     rows = [{"part": "ResNet-34 skeleton (stem, convs, BN, shortcuts, fc)", "params": count([model]) - sum(parts.values())}]
     rows += [{"part": part, "params": n} for part, n in parts.items()]
     return rows + [{"part": "total", "params": count([model])}]
+
+
+# Where each counted layer's MACs go: (pattern in the layer's name, part), the first match wins.
+# The FRM and branch labels are parameter_breakdown's, so the two tables line up.
+_MAC_PARTS = (
+    (r"\.frm\.reconstruct\.0\.", "FRM down conv (Eq. 2) + BN"),
+    (r"\.frm\.reconstruct\.", "FRM pointwise convs (Eq. 3-4) + BN"),
+    (r"\.frm\.up$", "FRM transposed convs (Eq. 5) + BN"),
+    (r"\.frm\.attention\.", "FRM attention (Eq. 6-11)"),
+    (r"^branch\.fgcm_", "branch FGCMs (Eq. 23)"),
+    (r"^branch\.fom", "branch FOMs (Eq. 24-29)"),
+    (r"^branch\.feedback", "branch feedback depthwise convs"),
+    (r"^stem\.", "stem"),
+)
+
+
+def _mac_part(name: str) -> str:
+    for pattern, part in _MAC_PARTS:
+        if re.search(pattern, name):
+            return part
+    if name.startswith("layers."):
+        return f"layer{int(name.split('.')[1]) + 1} convs and shortcuts"
+    return "head (fc)"
+
+
+@torch.no_grad()
+def mac_breakdown(model: ResNet, input_size=(3, 32, 32)) -> list[dict]:
+    """Multiply-accumulates of one ``input_size`` image, part by part: the stem, each stage's own
+    convs and shortcuts, the FRMs split by operation, the branch's FGCMs, FOMs and feedback convs,
+    and the classifier, then the total. Counted as ``profile.count_flops`` counts (PyTorch's
+    FlopCounterMode: convs, transposed convs per *input* pixel, the classifier; element-wise
+    products, pooling and interpolation cost nothing), so the total is its MACs. Works on the
+    meta device. The part list is the same for every variant, so two tables can be zipped.
+    """
+    counter = FlopCounterMode(display=False)
+    was_training = model.training
+    model.eval()
+    try:
+        with counter:
+            model(torch.zeros(1, *input_size, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+    counted = counter.get_flop_counts()  # keyed "<class name>.<module name>", children included
+
+    def flops(name, module):  # a container that is never called (ModuleList) holds its children's
+        key = ".".join(filter(None, (type(model).__name__, name)))
+        if key in counted:
+            return sum(counted[key].values())
+        return sum(flops(f"{name}.{child}" if name else child, m) for child, m in module.named_children())
+
+    parts = dict.fromkeys(["stem", *(f"layer{i + 1} convs and shortcuts" for i in range(len(model.layers)))]
+                          + [part for _, part in _MAC_PARTS[:-1]] + ["head (fc)"], 0)
+    for name, module in model.named_modules():
+        # what the module computes itself: its own layer, or functional convs such as the LoG's
+        children = sum(flops(f"{name}.{child}" if name else child, m) for child, m in module.named_children())
+        parts[_mac_part(name)] += (flops(name, module) - children) // 2
+    return [{"part": part, "macs": macs} for part, macs in parts.items()] + [
+        {"part": "total", "macs": sum(parts.values())}]
