@@ -326,7 +326,8 @@ for _depth in (50, 101):
     _register_baseline(f"resnest{_depth}", ResNestBottleneck, _depth, _RESNEST,
                        f"ResNeSt-{_depth} 1s2x64d (Zhang et al.), timm's ResNestBottleneck with the average-pool "
                        "shortcut. Unlike timm's resnest50d: the package's stem (not the deep 3x3 stem) and no avd "
-                       "(see ResNeSktBottleneck), so that it is exactly ResNeSkt with the spatial branch off.",
+                       "(see ResNeSktBottleneck), so that it is exactly ResNeSkt at its defaults with the spatial "
+                       "branch off (resneskt50's deep_stem and avd options build resnest50d itself).",
                        shortcut="avgpool")
     _register_baseline(f"cbam_resnet{_depth}", TimmBottleneck, _depth, dict(attn_layer="cbam"),
                        f"ResNet-{_depth} + CBAM (Woo et al.), timm's Bottleneck with its CBAM module in every block.")
