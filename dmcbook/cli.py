@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import shlex
 import sys
-from pathlib import Path
 
 from .data import DatasetUnavailable, get_data, list_datasets
 from .models.registry import create_model, list_models
+from .runs import check_writable
 from .train import CheckpointError, Trainer, TrainingDiverged, evaluate, get_recipe, list_recipes, load_checkpoint
 
 
@@ -22,6 +24,45 @@ def _model_option(text: str):
         return key, value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number; got {text}")
+    return value
+
+
+def _device(text: str) -> str:
+    """cpu, cuda, cuda:N or mps, refused here when this machine lacks it (torch itself fails late)."""
+    import torch
+    kind, _, index = text.partition(":")
+    if kind == "cpu" and not index:
+        return text
+    if kind == "cuda" and (not index or index.isdigit()):
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA GPU (torch sees none); use cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        return text
+    if text == "mps":
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError("'mps': this machine has no Apple GPU; use cpu")
+        return text
+    raise argparse.ArgumentTypeError(f"unknown device {text!r}; expected cpu, cuda, cuda:N or mps")
+
+
 
 def cmd_list(args) -> None:
     print("models:   " + ", ".join(list_models()))
@@ -30,6 +71,9 @@ def cmd_list(args) -> None:
 
 
 def cmd_train(args) -> None:
+    out = check_writable(args.out or f"runs/{args.model}-{args.dataset}-{args.preset}-seed{args.seed}")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite deletes it: choose one")
     overrides = {k: v for k, v in dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                        width=args.width, train_subset=args.train_subset).items() if v is not None}
     recipe = get_recipe(args.preset, **overrides)
@@ -42,16 +86,32 @@ def cmd_train(args) -> None:
     import torch
     torch.manual_seed(args.seed)
     model = create_model(args.model, data.num_classes, data.in_chans, args.stem, **options)
-    out = Path(args.out or f"runs/{args.model}-{args.dataset}-{args.preset}-seed{args.seed}")
     print(f"{args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters) on {data.describe()}")
     print(f"recipe {recipe.name}: {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr}. {recipe.note}")
     run_config = dict(run=out.name, mode=args.preset, model_options=options, stem=args.stem,
                       in_chans=data.in_chans, num_classes=data.num_classes)
-    history = Trainer(model, data, recipe, out_dir=out, seed=args.seed, device=args.device, resume=args.resume,
-                      run_config=run_config).fit()
+    trainer = Trainer(model, data, recipe, out_dir=out, seed=args.seed, device=args.device, resume=args.resume,
+                      overwrite=args.overwrite, run_config=run_config)
+    try:
+        history = trainer.fit()
+    except TrainingDiverged as err:
+        raise TrainingDiverged(f"{err}. To start afresh: {_rerun_command(args.argv, recipe.lr / 10)}") from None
     print(f"final test accuracy {100 * history['final_test_acc']:.2f} % "
           f"(best {100 * history['best_test_acc']:.2f} % at epoch {history['best_epoch']}); "
           f"training time {history['train_time']:.0f} s; history in {out / 'history.json'}")
+
+
+def _rerun_command(argv: list[str], lr: float) -> str:
+    """The same train command with --overwrite and a lower --lr instead of --resume and --lr."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--lr":
+            skip = True
+        elif not (arg.startswith("--lr=") or arg in ("--resume", "--overwrite")):
+            kept.append(arg)
+    return shlex.join(["python", "-m", "dmcbook", *kept, "--overwrite", "--lr", f"{lr:.3g}"])
 
 
 def cmd_eval(args) -> None:
@@ -106,11 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default="resnet18", help="a name from `list` (default: resnet18)")
     train.add_argument("--dataset", default="digits", help="a name from `list` (default: digits, always offline)")
     train.add_argument("--preset", default="budget", help="a recipe from `list` (default: budget)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--width", type=int, help="base stage width (64 = the paper's size)")
-    train.add_argument("--train-subset", type=int, help="train on this many images")
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--lr", type=_positive_float)
+    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--width", type=_positive_int, help="base stage width (64 = the paper's size)")
+    train.add_argument("--train-subset", type=_positive_int, help="train on this many images")
     train.add_argument("--stem", choices=("cifar", "imagenet"), default="cifar")
     train.add_argument("--in-chans", type=int, choices=(1, 3), help="convert images to this many channels")
     train.add_argument("--option", type=_model_option, action="append", metavar="KEY=VALUE",
@@ -118,40 +178,46 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="run folder (default runs/MODEL-DATASET-PRESET-seedN)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    train.add_argument("--overwrite", action="store_true",
+                       help="delete the run already in --out and start afresh (without it, an existing run is refused)")
     train.add_argument("--data-root", help="where the data set lives (else DMCBOOK_DATA, then the defaults)")
-    train.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    train.add_argument("--device", type=_device, help="cpu or cuda (default: cuda when available)")
     train.set_defaults(func=cmd_train)
 
     evaluate_ = sub.add_parser("eval", help="test accuracy of a checkpoint (checkpoint.pt or best.pt)")
     evaluate_.add_argument("checkpoint")
     evaluate_.add_argument("--dataset", help="default: the one it was trained on")
     evaluate_.add_argument("--data-root")
-    evaluate_.add_argument("--device")
+    evaluate_.add_argument("--device", type=_device)
     evaluate_.set_defaults(func=cmd_eval)
 
     for name, func, helptext in (("profile", cmd_profile, "parameters, MACs and FLOPs"),
                                  ("bench", cmd_bench, "training and inference speed as a ratio to a baseline")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("models", nargs="+")
-        p.add_argument("--input-size", type=int, nargs=3, default=(3, 32, 32), metavar=("C", "H", "W"))
-        p.add_argument("--num-classes", type=int, default=10)
+        p.add_argument("--input-size", type=_positive_int, nargs=3, default=(3, 32, 32), metavar=("C", "H", "W"))
+        p.add_argument("--num-classes", type=_positive_int, default=10)
         p.add_argument("--stem", choices=("cifar", "imagenet"), default="cifar")
         p.add_argument("--option", type=_model_option, action="append", metavar="KEY=VALUE")
         p.set_defaults(func=func)
         if name == "bench":
             p.add_argument("--baseline", default="resnet34")
-            p.add_argument("--batch-size", type=int, default=32)
-            p.add_argument("--steps", type=int, default=5)
-            p.add_argument("--device")
+            p.add_argument("--batch-size", type=_positive_int, default=32)
+            p.add_argument("--steps", type=_positive_int, default=5)
+            p.add_argument("--device", type=_device)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         args.func(args)
-    except (ValueError, DatasetUnavailable, CheckpointError, TrainingDiverged) as err:
+    except (ValueError, DatasetUnavailable, CheckpointError, TrainingDiverged, OSError) as err:
+        if isinstance(err, OSError) and err.strerror:  # without the "[Errno N]" prefix
+            err = err.strerror + (f": {err.filename}" if err.filename else "")
         print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -36,6 +37,9 @@ IMAGENET10_WNIDS = ("n01514668", "n01530575", "n01728572", "n01847000", "n018712
                     "n02708093", "n02814533", "n02963159", "n03991062", "n11939491")
 # The paper splits 10 000 / 3 500 images over ten classes: 1 000 / 350 per class.
 IMAGENET10_TRAIN_PER_CLASS, IMAGENET10_TEST_PER_CLASS = 1000, 350
+# Smallest and largest image side get_data accepts: below 8 px the models' strides leave nothing,
+# above 1024 px one batch outgrows any GPU these chapters target.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
 
 
 class DatasetUnavailable(RuntimeError):
@@ -47,6 +51,10 @@ class DatasetUnavailable(RuntimeError):
         super().__init__(f"Data set {name!r} is not available.\nSearched:\n{places}\n"
                          f"How to get it: {how}{detail}")
         self.name, self.searched = name, searched
+
+
+class DataFileError(ValueError):
+    """A data set's file is on the machine but damaged: reported, never skipped for another copy."""
 
 
 class TensorImages(Dataset):
@@ -85,11 +93,20 @@ class DatasetSpec:
 def _read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (MNIST's format), gzipped or not."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise DataFileError(f"{path} is truncated or not a gzip file ({type(err).__name__}: {err}); "
+                            "delete it and fetch it again") from None
     # torchvision.datasets.mnist has a reader, but it takes a path and only plain files.
-    ndim = data[3]
+    # Header: two zero bytes, 0x08 (unsigned bytes), the number of dimensions, then each size.
+    ndim = data[3] if len(data) >= 4 else 0
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or ndim not in (1, 3) or \
+            len(data) != 4 + 4 * ndim + int(np.prod(shape)):
+        raise DataFileError(f"{path} is not an IDX file of unsigned bytes with 1 or 3 dimensions of the size its "
+                            f"header states ({len(data)} bytes, header shape {shape}); delete it and fetch it again")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -102,8 +119,10 @@ def _load_fashion(root, train, download):
     for folder in (Path(root), Path(root) / "fashion-mnist"):
         images = folder / f"{split}-images-idx3-ubyte.gz"
         if images.exists():  # the flat layout of Debian's package
-            labels = _read_idx(folder / f"{split}-labels-idx1-ubyte.gz")
-            return TensorImages(_read_idx(images), labels, FASHION_CLASSES)
+            labels, pixels = _read_idx(folder / f"{split}-labels-idx1-ubyte.gz"), _read_idx(images)
+            if labels.ndim != 1 or pixels.ndim != 3 or len(labels) != len(pixels):
+                raise DataFileError(f"{images} holds {pixels.shape} images but its labels file {labels.shape} labels")
+            return TensorImages(pixels, labels, FASHION_CLASSES)
     return datasets.FashionMNIST(root, train=train, download=download)
 
 
@@ -205,12 +224,21 @@ def load_dataset(name: str, train: bool, root=None, download: bool = True) -> Da
     check_choice("data set", name, list_datasets())
     spec = SPECS[name]
     roots = _candidate_roots(spec, root)
+    explicit = root if root is not None else os.environ.get("DMCBOOK_DATA")
+    if explicit and not Path(explicit).is_dir():  # a typo must not become a new empty folder
+        source = "root" if root is not None else "DMCBOOK_DATA"
+        raise DataFileError(f"data root {explicit} ({source}) is not a directory; check the path, or create it "
+                            "first if the data set should be downloaded there")
     reason = ""
     for candidate in roots:
         try:
             return spec.load(candidate, train, False)
         except (RuntimeError, FileNotFoundError, OSError) as err:
             reason = f"{type(err).__name__}: {err}"
+            # Only "not there" moves on to the next place; a damaged copy is reported below.
+            if not isinstance(err, FileNotFoundError) and "not found" not in str(err).lower():
+                raise DataFileError(f"data set {name!r} under {candidate} is damaged ({reason.splitlines()[0]}); "
+                                    "delete or replace its files") from None
     if not download:
         reason = "downloads are switched off (download=False); " + reason
     elif name != "imagenet10":  # ImageNet cannot be downloaded by script
@@ -344,6 +372,10 @@ def get_data(name: str, root=None, image_size: int | None = None, in_chans: int 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
     spec = SPECS[name]
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE):
+        raise ValueError(f"image_size must be an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels; "
+                         f"got {image_size!r}")
     image_size = image_size or spec.image_size
     in_chans = in_chans or spec.in_chans
     if in_chans not in (1, 3):

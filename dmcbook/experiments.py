@@ -2,9 +2,9 @@
 its history under ``results/``, and summarise seeds beside the paper's numbers."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,27 +12,101 @@ from torch import nn
 
 from .data import DataBundle, get_data
 from .models.registry import create_model
-from .train import Trainer, get_recipe
+from .runs import CorruptFile, RunFolderError, atomic_write, config_differences, run_lock, sha256_of, verify
+from .train import (RECIPE_DEFAULTS, CheckpointError, Trainer, get_recipe, load_checkpoint, save_json,
+                    state_dict_mismatch)
 
 
-@dataclass
+WEIGHTS_FILE = "weights.safetensors"
+
+
 class Experiment:
-    """A finished run: its history, the trained model (last epoch) and its data."""
-    name: str
-    history: dict
-    model: nn.Module
-    data: DataBundle
-    out_dir: Path
+    """A run: its name, history, data and folder, and the trained model (last epoch) when its
+    weights are at hand (trained now, a local checkpoint, or shipped ``weights.safetensors``);
+    otherwise ``model`` raises :class:`CheckpointError` saying how to get them."""
+
+    def __init__(self, name: str, history: dict, model: nn.Module | None, data: DataBundle, out_dir: Path):
+        self.name, self.history, self.data, self.out_dir = name, history, data, Path(out_dir)
+        self._model = model
+
+    @property
+    def has_model(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> nn.Module:
+        if self._model is None:
+            raise CheckpointError(
+                f"run {self.name!r} finished without shipped weights, so its model is not available (only its "
+                f"history); to get them, delete {self.out_dir} and call run_experiment(..., ship_weights=True) "
+                "to retrain it, or train it from the CLI (python -m dmcbook train)")
+        return self._model
+
+    def __repr__(self) -> str:
+        return f"Experiment({self.name!r}, status={self.history.get('status')!r}, has_model={self.has_model})"
+
+
+def save_shipped_weights(model: nn.Module, out_dir: Path) -> dict:
+    """Write the model's weights as fp16 safetensors (half the bytes; the book inspects, never
+    resumes from them) and return what the history records: file, dtype and SHA-256."""
+    from safetensors.torch import save_file
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous().cpu()
+             for k, v in model.state_dict().items()}
+    path = Path(out_dir) / WEIGHTS_FILE
+    atomic_write(path, lambda p: save_file(state, str(p), metadata={"model": getattr(model, "model_name", "")}))
+    return dict(file=WEIGHTS_FILE, dtype="float16", sha256=sha256_of(path))
+
+
+def load_shipped_weights(model: nn.Module, out_dir: Path, record: dict) -> None:
+    """Load ``weights.safetensors`` into ``model`` after checking its SHA-256 against ``record``."""
+    from safetensors.torch import load_file
+    path = Path(out_dir) / record["file"]
+    try:
+        verify(path, record["sha256"])
+    except CorruptFile as err:
+        raise CheckpointError(str(err)) from None
+    state = load_file(str(path))
+    own = model.state_dict()
+    try:
+        model.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in state.items()})
+    except RuntimeError:
+        raise CheckpointError(f"{path} does not fit this {getattr(model, 'model_name', 'model')}: "
+                              f"{state_dict_mismatch(model, state)}") from None
+
+
+def _finished_run(out_dir: Path, net: nn.Module, expected: dict, ship: bool) -> tuple[dict, nn.Module | None]:
+    """A finished run's history and, when its weights are here, the model holding them."""
+    history = json.loads((out_dir / "history.json").read_text())
+    diffs = config_differences(history["config"], expected, RECIPE_DEFAULTS)
+    if diffs:
+        raise RunFolderError(f"{out_dir} holds a finished run of another configuration ({'; '.join(diffs)}); "
+                             "delete the folder to train this one")
+    if history.get("weights"):
+        load_shipped_weights(net, out_dir, history["weights"])
+        return history, net
+    if (out_dir / "checkpoint.pt").exists():  # trained on this machine: ship from it, no retraining
+        load_checkpoint(out_dir / "checkpoint.pt", net)
+        if ship:
+            history["weights"] = save_shipped_weights(net, out_dir)
+            save_json(history, out_dir / "history.json")
+        return history, net
+    return history, None
 
 
 def run_experiment(session, name: str, model: str, seed: int = 0, model_options: dict | None = None,
                    recipe_overrides: dict | None = None, data_options: dict | None = None,
-                   dataset: str | None = None, stem: str = "cifar", init=None, progress: bool = True) -> Experiment:
+                   dataset: str | None = None, stem: str = "cifar", init=None, progress="epochs",
+                   ship_weights: bool = False) -> Experiment:
     """Train ``model`` for the session's mode and write ``<results_dir>/<name>/history.json``.
 
-    A run whose checkpoint is already complete is loaded, not retrained, and an interrupted one
-    resumes. The recipe's ``width`` applies unless ``model_options`` sets its own. ``init`` is
-    an optional function called with the new model before training (e.g. a transfer of weights).
+    A finished run is never retrained: its model comes from its shipped ``weights.safetensors``
+    or a local checkpoint, else the Experiment has only its history (``has_model`` is False). A
+    finished run of another configuration is refused. An interrupted run resumes. With
+    ``ship_weights`` the last epoch's weights are kept as checksummed fp16 safetensors beside
+    the history (committed with it; ship only what a chapter inspects). In smoke mode the
+    results folder is a scratch one, and a stale run there is replaced. The recipe's ``width``
+    applies unless ``model_options`` sets its own. ``init`` is an optional function called with
+    the new model before training (e.g. a transfer of weights).
     """
     recipe = get_recipe(session.recipe, **(recipe_overrides or {}))
     dataset = dataset or session.dataset
@@ -49,9 +123,23 @@ def run_experiment(session, name: str, model: str, seed: int = 0, model_options:
     out_dir = Path(session.results_dir) / name
     run_config = dict(run=name, chapter=session.chapter, mode=session.mode, model_options=options, stem=stem,
                       in_chans=data.in_chans, num_classes=data.num_classes)
-    trainer = Trainer(net, data, recipe, out_dir=out_dir, seed=seed, device=session.device, resume=True,
-                      progress=progress, run_config=run_config)
+    expected = dict(model=getattr(net, "model_name", model), dataset=data.name, data=data.describe(), seed=seed,
+                    recipe=dataclasses.asdict(recipe), **run_config)
+    scratch = session.mode == "smoke"
+    stored = out_dir / "history.json"
+    if stored.exists() and json.loads(stored.read_text()).get("status") == "finished":
+        try:
+            history, trained = _finished_run(out_dir, net, expected, ship_weights)
+            return Experiment(name, history, trained, data, out_dir)
+        except RunFolderError:
+            if not scratch:
+                raise
+    trainer = Trainer(net, data, recipe, out_dir=out_dir, seed=seed, device=session.device,
+                      resume=not scratch, overwrite=scratch, progress=progress, run_config=run_config)
     history = trainer.fit()
+    with run_lock(out_dir):
+        history["weights"] = save_shipped_weights(net, out_dir) if ship_weights else None
+        save_json(history, out_dir / "history.json")
     return Experiment(name, history, net, data, out_dir)
 
 

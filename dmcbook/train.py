@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import platform
 import random
 import sys
@@ -24,6 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checks import check_choice
+from .runs import (CorruptFile, RunFolderError, atomic_write, check_writable, config_differences, has_run,
+                   remove_run, run_lock, verify, write_checked)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "multistep", "constant")
@@ -57,8 +60,12 @@ class Recipe:
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"recipe {self.name!r}: epochs, batch_size and lr must be positive")
+        for field_name in ("epochs", "batch_size"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"recipe {self.name!r}: {field_name} must be a positive integer; got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"recipe {self.name!r}: lr must be a positive finite number; got {self.lr!r}")
 
     def lr_at(self, epoch: float) -> float:
         """The learning rate at a fractional epoch: linear warm-up, then the schedule."""
@@ -96,6 +103,10 @@ RECIPES = {r.name: r for r in [
 ]}
 
 
+# What a recipe field missing from an older history meant.
+RECIPE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Recipe) if f.default is not dataclasses.MISSING}
+
+
 def list_recipes() -> list[str]:
     return sorted(RECIPES)
 
@@ -110,8 +121,14 @@ def get_recipe(name: str, **overrides) -> Recipe:
     return dataclasses.replace(RECIPES[name], **overrides)
 
 
+def _diverged(what: str, epoch: int) -> str:
+    kept = f"the last good checkpoint (epoch {epoch}) is kept" if epoch else "no checkpoint was written"
+    return (f"{what}; the run stopped as diverged and {kept}. Start afresh with a lower learning rate "
+            "(--overwrite --lr ..., or overwrite=True with a lower recipe lr) or check the data")
+
+
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+    """The loss or the weights became NaN or infinite; the last good checkpoint is left as it was."""
 
 
 class CheckpointError(RuntimeError):
@@ -135,29 +152,47 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file and os.replace, so a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_json(obj, path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1)))
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1)))
+
+
+def state_dict_mismatch(model: nn.Module, state: dict, shown: int = 3) -> str:
+    """What keeps ``state`` out of ``model``, in one line: the first few missing and unexpected
+    keys and the shape mismatches (torch's own message spans many lines of every key)."""
+    own = model.state_dict()
+    def some(keys):
+        return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    parts = [f"{len(missing)} missing keys ({some(missing)})" if missing else "",
+             f"{len(unexpected)} unexpected keys ({some(unexpected)})" if unexpected else "",
+             f"{len(shapes)} shape mismatches (checkpoint vs model: {some(shapes)})" if shapes else ""]
+    return "; ".join(p for p in parts if p) or "the state dict does not load"
 
 
 def load_checkpoint(path, model: nn.Module | None = None, model_name: str | None = None) -> dict:
     """Read a checkpoint safely (``weights_only=True``: no code in it can run) and, given a model,
     load its weights. Corrupt files and checkpoints of another architecture raise CheckpointError."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
+        verify(path)
+    except CorruptFile as err:
+        raise CheckpointError(str(err)) from None
+    try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message suggests weights_only=False, which would run any code in the file.
+        raise CheckpointError(f"{path} is not a readable dmcbook checkpoint: it holds Python objects that a safe "
+                              "load refuses, and dmcbook never loads such files") from None
     except Exception as err:
-        raise CheckpointError(f"{path} is not a readable dmcbook checkpoint ({type(err).__name__}: {err})") from None
+        reason = (str(err).splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path} is not a readable dmcbook checkpoint ({type(err).__name__}: {reason})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path} holds no 'model' state dict; is it a dmcbook checkpoint?")
     expected = model_name or getattr(model, "model_name", None)
@@ -167,9 +202,9 @@ def load_checkpoint(path, model: nn.Module | None = None, model_name: str | None
     if model is not None:
         try:
             model.load_state_dict(ckpt["model"])
-        except RuntimeError as err:
-            first = str(err).splitlines()[0]
-            raise CheckpointError(f"{path} does not fit this {expected or 'model'}: {first}") from None
+        except RuntimeError:
+            raise CheckpointError(f"{path} does not fit this {expected or 'model'}: "
+                                  f"{state_dict_mismatch(model, ckpt['model'])}") from None
     return ckpt
 
 
@@ -231,10 +266,15 @@ class Trainer:
     scaler, RNG states, best accuracy, history) and ``history.json`` atomically, and the best
     epoch's weights to ``best.pt``. ``resume=True`` continues from ``checkpoint.pt``; each epoch
     reseeds from (seed, epoch), so on the CPU a resumed run reproduces an uninterrupted one.
+
+    An ``out_dir`` belongs to one configuration (see :mod:`dmcbook.runs`): one already holding a
+    run is refused unless ``resume=True`` (same configuration only) or ``overwrite=True`` (its run
+    files are deleted first), and it is locked while this Trainer writes.
     """
 
     def __init__(self, model: nn.Module, data, recipe: Recipe, out_dir=None, seed: int = 0,
-                 device=None, resume: bool = False, progress: bool = True, run_config: dict | None = None):
+                 device=None, resume: bool = False, progress: bool = True, run_config: dict | None = None,
+                 overwrite: bool = False):
         self.model, self.data, self.recipe, self.seed = model, data, recipe, seed
         self.device = pick_device(device)
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -261,8 +301,57 @@ class Trainer:
                         **(run_config or {})),
             environment=environment(self.device), epochs=[], status="running")
         self.best_acc, self.start_epoch = 0.0, 0
-        if resume and self.out_dir is not None and (self.out_dir / "checkpoint.pt").exists():
-            self._restore(self.out_dir / "checkpoint.pt")
+        if self.out_dir is not None:
+            self._claim_folder(resume, overwrite)
+
+    # -- the run folder --------------------------------------------------------------------
+    def _stored_history(self) -> dict | None:
+        path = self.out_dir / "history.json"
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (ValueError, OSError) as err:
+            raise RunFolderError(f"{path} is unreadable ({err}); start afresh with --overwrite "
+                                 "(overwrite=True) or choose another folder") from None
+
+    def _differences(self, stored_config: dict) -> list[str]:
+        return config_differences(stored_config, self.history["config"], RECIPE_DEFAULTS)
+
+    def _claim_folder(self, resume: bool, overwrite: bool) -> None:
+        """Make ``out_dir`` this run's: start afresh, resume the same run, or refuse another one."""
+        if resume and overwrite:
+            raise ValueError("resume continues the run in the folder and overwrite deletes it: choose one")
+        check_writable(self.out_dir)
+        with run_lock(self.out_dir):
+            if overwrite:
+                remove_run(self.out_dir)
+            elif has_run(self.out_dir):
+                if not resume:
+                    raise RunFolderError(f"{self.out_dir} already holds a run; continue it with --resume (resume=True), "
+                                         "start afresh with --overwrite (overwrite=True), or choose another folder")
+                stored = self._stored_history()
+                if stored is not None:
+                    self._refuse_other_run(stored, self.out_dir / "history.json")
+                if (self.out_dir / "checkpoint.pt").exists():
+                    self._restore(self.out_dir / "checkpoint.pt")
+
+    def _refuse_other_run(self, stored: dict, path: Path) -> None:
+        diffs = self._differences(stored["config"])
+        if diffs:
+            raise RunFolderError(f"{path} belongs to another run ({'; '.join(diffs)}); start afresh with "
+                                 "--overwrite (overwrite=True) or choose another folder")
+        if str(stored.get("status", "")).startswith("diverged"):
+            raise RunFolderError(f"{path}: this run diverged ({stored.get('error', stored['status'])}), and resuming "
+                                 "would repeat it; start afresh with --overwrite (overwrite=True) and a lower lr")
+
+    def _check_unchanged(self) -> None:
+        """No other process may have written the folder since this Trainer read it."""
+        stored = self._stored_history()
+        if (len(stored["epochs"]) if stored else 0) != len(self.history["epochs"]) or (
+                stored and self._differences(stored["config"])):
+            raise RunFolderError(f"{self.out_dir} was written by another process after this Trainer was created; "
+                                 "create a new Trainer (resume=True) or choose another folder")
 
     # -- checkpoints ---------------------------------------------------------------------
     def _state(self, epoch: int) -> dict:
@@ -278,8 +367,7 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
         saved = json.loads(ckpt["history"])
-        if saved["config"].get("recipe") != json.loads(json.dumps(self.history["config"]["recipe"])):
-            raise CheckpointError(f"{path} was trained with another recipe; start a new out_dir or drop resume")
+        self._refuse_other_run(saved, path)
         self.history["epochs"] = saved["epochs"]
         self.best_acc, self.start_epoch = ckpt["best_acc"], ckpt["epoch"] + 1
         self._summarise(finished=self.start_epoch >= self.recipe.epochs)
@@ -289,11 +377,11 @@ class Trainer:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         state = self._state(epoch)
-        _atomic_write(self.out_dir / "checkpoint.pt", lambda p: torch.save(state, p))
+        write_checked(self.out_dir / "checkpoint.pt", lambda p: torch.save(state, p))
         if is_best:
             best = dict(model=state["model"], model_name=state["model_name"], epoch=epoch, best_acc=self.best_acc,
                         config=json.dumps(self.history["config"]))
-            _atomic_write(self.out_dir / "best.pt", lambda p: torch.save(best, p))
+            write_checked(self.out_dir / "best.pt", lambda p: torch.save(best, p))
         save_json(self.history, self.out_dir / "history.json")
 
     # -- the loop --------------------------------------------------------------------------
@@ -317,9 +405,8 @@ class Trainer:
                 logits = self.model(x)
                 loss = self.criterion(logits.float(), y)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the run stopped and "
-                    f"the last good checkpoint (epoch {epoch}) is untouched. Lower the learning rate or check the data.")
+                raise TrainingDiverged(_diverged(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}",
+                                                 epoch))
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.recipe.grad_clip:
@@ -341,18 +428,36 @@ class Trainer:
 
     def fit(self, stop_after: int | None = None) -> dict:
         """Train to the recipe's last epoch (or only up to epoch ``stop_after``, to simulate an
-        interruption) and return the history."""
+        interruption) and return the history. The run folder is locked meanwhile."""
+        if self.out_dir is None:
+            return self._fit(stop_after)
+        with run_lock(self.out_dir):
+            self._check_unchanged()
+            return self._fit(stop_after)
+
+    def _check_finite(self, epoch: int, test_loss: float) -> None:
+        """A spike at an epoch's last step shows only here: in the test loss or the weights."""
+        state = self.model.state_dict()
+        bad = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise TrainingDiverged(_diverged(f"after epoch {epoch + 1} {len(bad)} weight tensors are not finite "
+                                             f"(first {bad[0]})", epoch))
+        if not math.isfinite(test_loss):
+            raise TrainingDiverged(_diverged(f"after epoch {epoch + 1} the test loss is {test_loss}", epoch))
+
+    def _fit(self, stop_after: int | None) -> dict:
         last = self.recipe.epochs if stop_after is None else min(stop_after, self.recipe.epochs)
         for epoch in range(self.start_epoch, last):
             try:
                 record = self._train_epoch(epoch)
+                test = evaluate(self.model, self.data.test_loader, self.device)
+                self._check_finite(epoch, test["loss"])
             except TrainingDiverged as err:
-                self.history["status"] = f"diverged: {err}"
+                self.history.update(status="diverged", error=str(err))
                 if self.out_dir is not None:  # the history says why; the checkpoint stays as it was
                     save_json(self.history, self.out_dir / "history.json")
                 raise
             lr = self.optimizer.param_groups[0]["lr"]  # where the schedule stands at the epoch's end
-            test = evaluate(self.model, self.data.test_loader, self.device)
             record = dict(epoch=epoch + 1, lr=lr, **record, test_loss=test["loss"], test_acc=test["acc"])
             self.history["epochs"].append(record)
             is_best = test["acc"] > self.best_acc

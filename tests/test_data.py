@@ -1,3 +1,4 @@
+import gzip
 import urllib.error
 from pathlib import Path
 
@@ -117,3 +118,65 @@ def test_fashion_mnist_reads_the_real_debian_files():
     assert y[0].item() == 9
     raw = D.load_dataset("fashion-mnist", False, download=False)
     assert np.asarray(raw[0][0]).mean() > 0  # real pixels, not zeros
+
+
+# -- damaged files, mistyped roots, impossible sizes (issue 9) -------------------------------------
+
+def _write_idx(path: Path, array: np.ndarray, claimed_shape=None) -> None:
+    shape = claimed_shape or array.shape
+    header = bytes([0, 0, 8, len(shape)]) + b"".join(int(n).to_bytes(4, "big") for n in shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _fake_fashion(folder: Path, n: int = 12) -> None:
+    rng = np.random.default_rng(0)
+    for split in ("train", "t10k"):
+        _write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        _write_idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+
+
+def test_a_good_idx_copy_loads(tmp_path):
+    _fake_fashion(tmp_path)
+    assert len(D.load_dataset("fashion-mnist", True, root=tmp_path, download=False)) == 12
+
+
+def test_a_truncated_gz_names_the_file(tmp_path):
+    _fake_fashion(tmp_path)
+    images = tmp_path / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:200])
+    with pytest.raises(D.DataFileError, match=f"{images} is truncated"):
+        D.load_dataset("fashion-mnist", True, root=tmp_path, download=False)
+
+
+def test_a_wrongly_shaped_idx_file_names_the_file(tmp_path):
+    _fake_fashion(tmp_path)
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    _write_idx(labels, np.zeros(12), claimed_shape=(20,))
+    with pytest.raises(D.DataFileError, match=f"{labels} is not an IDX file.*header shape \\(20,\\)"):
+        D.load_dataset("fashion-mnist", False, root=tmp_path, download=False)
+
+
+def test_a_garbage_file_in_dmcbook_data_is_reported_not_skipped(tmp_path, monkeypatch):
+    _fake_fashion(tmp_path)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"this is not gzip at all")
+    monkeypatch.setenv("DMCBOOK_DATA", str(tmp_path))
+    with pytest.raises(D.DataFileError, match="train-images-idx3-ubyte.gz is truncated or not a gzip file"):
+        D.get_data("fashion-mnist", download=False)
+
+
+def test_a_mistyped_root_is_named_and_never_created(tmp_path, monkeypatch):
+    with pytest.raises(D.DataFileError, match="dtaa \\(root\\) is not a directory"):
+        D.get_data("mnist", root=tmp_path / "dtaa")
+    assert not (tmp_path / "dtaa").exists()
+    monkeypatch.setenv("DMCBOOK_DATA", str(tmp_path / "typo"))
+    with pytest.raises(D.DataFileError, match="typo \\(DMCBOOK_DATA\\) is not a directory"):
+        D.get_data("cifar10")
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("size", [0, 1, -32, 100_000, 32.5])
+def test_impossible_image_sizes_are_refused_before_loading(size, monkeypatch):
+    monkeypatch.setattr(D, "load_dataset", lambda *a, **k: pytest.fail("loaded before checking image_size"))
+    with pytest.raises(ValueError, match=f"image_size must be an integer from 8 to 1024 pixels; got {size}"):
+        D.get_data("digits", image_size=size)

@@ -1,12 +1,19 @@
+import errno
+import hashlib
 import json
 import math
+import multiprocessing
+import re
+import socket
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 import dmcbook
 from dmcbook.data import get_data
+from dmcbook.runs import RunFolderError
 from dmcbook.train import CheckpointError, Trainer, TrainingDiverged, get_recipe, load_checkpoint
 
 
@@ -110,3 +117,164 @@ def test_recipe_errors():
         get_recipe("budget", epochz=3)
     with pytest.raises(ValueError, match="unknown optimizer"):
         get_recipe("budget", optimizer="lion")
+
+
+# -- run folders, divergence and checkpoint integrity (issue 9) -----------------------------------
+
+TINY = dict(width=8, train_subset=None, test_subset=None)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return get_data("digits", batch_size=32, augment="none", train_subset=64, test_subset=64)
+
+
+def test_a_run_folder_is_refused_without_resume_or_overwrite(tiny, tmp_path):
+    recipe = get_recipe("smoke", **TINY)
+    Trainer(small_model(), tiny, recipe, out_dir=tmp_path, progress=False).fit()
+    with pytest.raises(RunFolderError, match="already holds a run.*--overwrite"):
+        Trainer(small_model(), tiny, recipe, out_dir=tmp_path, progress=False)
+    history = Trainer(small_model(), tiny, recipe, out_dir=tmp_path, overwrite=True, progress=False).fit()
+    assert history["status"] == "finished" and len(history["epochs"]) == 1
+
+
+def test_resume_refuses_another_data_set_seed_or_options(tiny, tmp_path):
+    recipe = get_recipe("smoke", epochs=2, **TINY)
+    Trainer(small_model(), tiny, recipe, out_dir=tmp_path, progress=False).fit(stop_after=1)
+    with pytest.raises(RunFolderError, match=r"seed: 0 -> 1.*--overwrite"):
+        Trainer(small_model(), tiny, recipe, out_dir=tmp_path, seed=1, resume=True, progress=False)
+    other = get_data("digits", batch_size=32, augment="none", train_subset=32, test_subset=64)
+    with pytest.raises(RunFolderError, match="data: .*64 train.* -> .*32 train"):
+        Trainer(small_model(), other, recipe, out_dir=tmp_path, resume=True, progress=False)
+    with pytest.raises(RunFolderError, match="model_options"):
+        Trainer(small_model(), tiny, recipe, out_dir=tmp_path, resume=True, progress=False,
+                run_config=dict(model_options=dict(width=8)))
+
+
+def _train_into(folder, barrier, queue):
+    """One of two processes training into the same folder at once."""
+    data = get_data("digits", batch_size=32, augment="none", train_subset=64, test_subset=64)
+    barrier.wait()
+    try:
+        Trainer(small_model(), data, get_recipe("smoke", epochs=2, **TINY), out_dir=folder, progress=False).fit()
+        queue.put("ok")
+    except Exception as err:
+        queue.put(f"{type(err).__name__}: {err}")
+
+
+def test_two_trainings_into_one_folder_one_is_refused_clearly(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    workers = [ctx.Process(target=_train_into, args=(tmp_path, barrier, queue)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    outcomes = sorted((queue.get(timeout=300) for _ in workers), key=lambda outcome: outcome != "ok")
+    for w in workers:
+        w.join(timeout=60)
+    assert outcomes[0] == "ok" and outcomes[1].startswith("RunFolderError"), outcomes
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.pt", "best.pt.sha256", "checkpoint.pt", "checkpoint.pt.sha256", "history.json"]
+    stored = json.loads(load_checkpoint(tmp_path / "checkpoint.pt")["history"])
+    assert stored["epochs"] == json.loads((tmp_path / "history.json").read_text())["epochs"]
+
+
+def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tiny, tmp_path):
+    dead = multiprocessing.get_context("spawn").Process(target=int)
+    dead.start()
+    dead.join()
+    recipe = get_recipe("smoke", **TINY)
+    (tmp_path / ".lock").write_text(f"{socket.gethostname()} {dead.pid}")
+    Trainer(small_model(), tiny, recipe, out_dir=tmp_path, progress=False).fit()
+    assert not (tmp_path / ".lock").exists()
+    (tmp_path / ".lock").write_text(f"{socket.gethostname()} 1")  # init: always alive
+    with pytest.raises(RunFolderError, match="in use by process 1"):
+        Trainer(small_model(), tiny, recipe, out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_temporary(tiny, tmp_path, monkeypatch):
+    def full_disk(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="could not write .*checkpoint.pt: no space left"):
+        Trainer(small_model(), tiny, get_recipe("smoke", **TINY), out_dir=tmp_path, progress=False).fit()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def _break_after_epoch(trainer, value):
+    """Set the classifier's weights to ``value`` right after the epoch's last step."""
+    train_epoch = trainer._train_epoch
+
+    def epoch_then_spike(epoch):
+        record = train_epoch(epoch)
+        if epoch == 1:
+            with torch.no_grad():
+                trainer.model.fc.weight.fill_(value)
+        return record
+    trainer._train_epoch = epoch_then_spike
+
+
+@pytest.mark.parametrize("value", [float("inf"), 3e38])  # non-finite weights; finite weights, NaN test loss
+def test_a_spike_at_an_epochs_last_step_ends_diverged_not_finished(tiny, tmp_path, value):
+    trainer = Trainer(small_model(), tiny, get_recipe("smoke", epochs=2, **TINY), out_dir=tmp_path, progress=False)
+    _break_after_epoch(trainer, value)
+    trainer.fit(stop_after=1)
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(TrainingDiverged, match="after epoch 2 .*last good checkpoint \\(epoch 1\\) is kept.*--overwrite"):
+        trainer.fit()
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["status"] == "diverged" and "after epoch 2" in history["error"]
+    assert (tmp_path / "checkpoint.pt").read_bytes() == good and len(history["epochs"]) == 1
+    with pytest.raises(RunFolderError, match="diverged.*--overwrite"):
+        Trainer(small_model(), tiny, get_recipe("smoke", epochs=2, **TINY), out_dir=tmp_path, resume=True)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("lr", float("nan"), "lr must be a positive finite number; got nan"),
+    ("lr", float("inf"), "lr must be a positive finite number; got inf"),
+    ("lr", -0.1, "lr must be a positive finite number; got -0.1"),
+    ("epochs", 0, "epochs must be a positive integer; got 0"),
+    ("batch_size", -4, "batch_size must be a positive integer; got -4")])
+def test_recipe_names_the_bad_field_and_its_value(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(f"recipe 'budget': {message}")):
+        get_recipe("budget", **{field: value})
+
+
+def test_flipped_bytes_in_a_checkpoint_are_refused(tiny, tmp_path):
+    Trainer(small_model(), tiny, get_recipe("smoke", **TINY), out_dir=tmp_path, progress=False).fit()
+    path = tmp_path / "checkpoint.pt"
+    assert (tmp_path / "checkpoint.pt.sha256").read_text().split()[0] == hashlib.sha256(path.read_bytes()).hexdigest()
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 100] = bytes(b ^ 0xFF for b in data[middle:middle + 100])
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checkpoint.pt is corrupt: its SHA-256"):
+        load_checkpoint(path, small_model())
+    with pytest.raises(CheckpointError, match="corrupt"):
+        Trainer(small_model(), tiny, get_recipe("smoke", **TINY), out_dir=tmp_path, resume=True)
+
+
+def test_a_checkpoint_without_its_digest_loads_with_a_warning(tiny, tmp_path):
+    Trainer(small_model(), tiny, get_recipe("smoke", **TINY), out_dir=tmp_path, progress=False).fit()
+    (tmp_path / "best.pt.sha256").unlink()
+    with pytest.warns(UserWarning, match="no best.pt.sha256; its integrity cannot be checked"):
+        load_checkpoint(tmp_path / "best.pt", small_model())
+
+
+def test_mismatch_and_pickle_messages_keep_the_reason_and_never_suggest_unsafe_loading(tiny, tmp_path):
+    Trainer(small_model(), tiny, get_recipe("smoke", **TINY), out_dir=tmp_path, progress=False).fit()
+    wider = dmcbook.create_model("resnet18", 10, 1, "cifar", width=16)
+    with pytest.raises(CheckpointError, match=r"shape mismatches \(checkpoint vs model: stem.0.weight \(8, 1, 3, 3\) "
+                                              r"vs \(16, 1, 3, 3\)") as info:
+        load_checkpoint(tmp_path / "checkpoint.pt", wider)
+    assert "\n" not in str(info.value)
+    with pytest.raises(CheckpointError, match=r"2 missing keys \(weight, bias\); \d+ unexpected keys \(stem.0.weight"):
+        load_checkpoint(tmp_path / "checkpoint.pt", torch.nn.Linear(2, 2))
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+    torch.save({"model": {}, "payload": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="never loads such files") as info:
+        load_checkpoint(tmp_path / "evil.pt")
+    assert "weights_only" not in str(info.value)
