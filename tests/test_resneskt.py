@@ -1,4 +1,6 @@
 """Tests of the ResNeSkt chapter's modules, networks, baselines and detection backbone."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,8 +10,9 @@ from timm.models.resnest import ResNestBottleneck
 from dmcbook import create_model
 from dmcbook.detection import fasterrcnn
 from dmcbook.inside.resneskt import attention_details
-from dmcbook.transfer import torchvision_to_dmcbook
+from dmcbook.models.common import make_shortcut
 from dmcbook.models.resneskt import PAPER_TABLE, GeM, ResNeSktBottleneck, SpatialKernelAttention, SplitAttention
+from dmcbook.transfer import torchvision_to_dmcbook
 
 torch.set_num_threads(1)
 
@@ -204,12 +207,16 @@ def test_timm_resnest50d_loads_strictly_and_gives_the_same_logits():
         assert not torch.allclose(without_avd(x), expected, atol=1e-2)  # ... but changes the logits
 
 
-def test_block_with_spatial_off_equals_timm_resnest_block():
+@pytest.mark.parametrize("stride,avd", [(1, False), (2, False), (2, True)])
+def test_block_with_spatial_off_equals_timm_resnest_block(stride, avd):
     torch.manual_seed(6)
-    ours = _randomize_bn(ResNeSktBottleneck(32, 8, spatial=False, radix=2, cardinality=2, base_width=64))
-    reference = ResNestBottleneck(32, 8, radix=2, cardinality=2, base_width=64).eval()
+    shortcut = make_shortcut(32, 32, stride, "avgpool")
+    ours = _randomize_bn(ResNeSktBottleneck(32, 8, stride, shortcut, spatial=False, radix=2, cardinality=2,
+                                            base_width=64, avd=avd))
+    reference = ResNestBottleneck(32, 8, stride, copy.deepcopy(shortcut), radix=2, cardinality=2,
+                                  base_width=64, avd=avd).eval()
     reference.load_state_dict(ours.state_dict())
-    x = torch.randn(2, 32, 6, 6)
+    x = torch.randn(2, 32, 7, 7)
     assert torch.allclose(ours(x), reference(x), atol=1e-5)
 
 
@@ -288,6 +295,9 @@ def test_attention_details_restores_p_and_mode():
     assert torch.allclose(pooled[:, :, 2], pooled[:, :, 0].clamp(min=1e-6), atol=1e-5)
     off = attention_details(create_model("resneskt50", width=4, spatial=False), x)
     assert off[0]["spatial"] is None
+    # with avd the spatial-kernel attention of a strided block works after the pool, at 8x8
+    avd = attention_details(create_model("resneskt50", width=4, avd=True), x)
+    assert avd[3]["block"] == "layers.1.0" and avd[3]["spatial"]["spatial_weight"].shape == (3, 1, 8, 8)
 
 
 def test_zero_init_last_makes_blocks_start_as_their_shortcut():
