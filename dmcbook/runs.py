@@ -195,7 +195,8 @@ def verify(path, expected: str | None = None) -> None:
         if not sidecar.exists():
             warnings.warn(f"{path} has no {sidecar.name}; its integrity cannot be checked", stacklevel=3)
             return
-        expected = sidecar.read_text().split()[0] if sidecar.read_text().strip() else ""
+        fields = sidecar.read_text().split()
+        expected = fields[0] if fields else ""
     actual = sha256_of(path)
     if actual != expected:
         raise CorruptFile(f"{path} is corrupt: its SHA-256 is {actual[:12]}..., but it was written as "
