@@ -52,6 +52,9 @@ def save_shipped_weights(model: nn.Module, out_dir: Path) -> dict:
     from safetensors.torch import save_file
     state = {k: (v.half() if v.is_floating_point() else v).contiguous().cpu()
              for k, v in model.state_dict().items()}
+    overflow = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if overflow:  # beyond fp16's 65504: shipping would silently change the model
+        raise ValueError(f"{len(overflow)} weight tensors do not fit fp16 (first {overflow[0]}); not shipped")
     path = Path(out_dir) / WEIGHTS_FILE
     atomic_write(path, lambda p: save_file(state, str(p), metadata={"model": getattr(model, "model_name", "")}))
     return dict(file=WEIGHTS_FILE, dtype="float16", sha256=sha256_of(path))

@@ -7,7 +7,7 @@ import torch
 
 from dmcbook.experiments import run_experiment
 from dmcbook.runs import RunFolderError
-from dmcbook.train import CheckpointError, Trainer
+from dmcbook.train import CheckpointError, Trainer, evaluate
 
 TINY = dict(train_subset=64, test_subset=64)
 
@@ -46,6 +46,8 @@ def test_shipped_weights_are_fp16_checksummed_and_loaded_without_training(tmp_pa
     assert again.has_model and again.history == json.loads(json.dumps(first.history))
     for name, tensor in first.model.state_dict().items():
         torch.testing.assert_close(again.model.state_dict()[name], tensor.half().to(tensor.dtype))
+    fp32, fp16 = (evaluate(e.model, first.data.test_loader, "cpu")["acc"] for e in (first, again))
+    assert abs(fp32 - fp16) <= 1 / 64  # at most one of the 64 test images changes its class
 
 
 def test_a_finished_run_without_weights_keeps_its_history_and_says_how_to_get_them(tmp_path, monkeypatch):
