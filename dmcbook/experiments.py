@@ -130,7 +130,11 @@ def run_experiment(session, name: str, model: str, seed: int = 0, model_options:
                     recipe=dataclasses.asdict(recipe), **run_config)
     scratch = session.mode == "smoke"
     stored = out_dir / "history.json"
-    if stored.exists() and json.loads(stored.read_text()).get("status") == "finished":
+    status = json.loads(stored.read_text()).get("status") if stored.exists() else None
+    if status == "diverged" and not scratch:  # resuming would diverge again
+        raise RunFolderError(f"{out_dir} holds a run that diverged; delete the folder and run it again with a lower "
+                             "learning rate (recipe_overrides=dict(lr=...))")
+    if status == "finished":
         try:
             history, trained = _finished_run(out_dir, net, expected, ship_weights)
             return Experiment(name, history, trained, data, out_dir)

@@ -88,3 +88,11 @@ def test_a_finished_run_of_another_configuration_is_refused_but_replaced_in_smok
         run(tmp_path, recipe_overrides=dict(train_subset=32, test_subset=64))
     replaced = run(tmp_path, mode="smoke", recipe_overrides=dict(train_subset=32, test_subset=64))
     assert replaced.history["config"]["recipe"]["train_subset"] == 32 and replaced.history["weights"] is None
+
+
+def test_a_diverged_run_says_how_to_start_afresh(tmp_path):
+    run_dir = run(tmp_path).out_dir
+    history = json.loads((run_dir / "history.json").read_text())
+    (run_dir / "history.json").write_text(json.dumps(dict(history, status="diverged")))
+    with pytest.raises(RunFolderError, match="diverged; delete the folder .*recipe_overrides=dict\\(lr="):
+        run(tmp_path)
