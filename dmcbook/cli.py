@@ -7,10 +7,11 @@ import math
 import shlex
 import sys
 
+from . import distributed
 from .data import DatasetUnavailable, get_data, list_datasets
 from .models.registry import create_model, list_models
 from .runs import check_writable
-from .train import CheckpointError, Trainer, TrainingDiverged, evaluate, get_recipe, list_recipes, load_checkpoint
+from .train import PRECISIONS, CheckpointError, Trainer, TrainingDiverged, evaluate, get_recipe, list_recipes, load_checkpoint
 
 
 def _model_option(text: str):
@@ -71,6 +72,9 @@ def cmd_list(args) -> None:
 
 
 def cmd_train(args) -> None:
+    # Under torchrun every process runs this command: join them, and let rank 0 alone speak.
+    context = distributed.init_from_env()
+    say = print if context.is_main else (lambda *_: None)
     out = check_writable(args.out or f"runs/{args.model}-{args.dataset}-{args.preset}-seed{args.seed}")
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite deletes it: choose one")
@@ -86,17 +90,22 @@ def cmd_train(args) -> None:
     import torch
     torch.manual_seed(args.seed)
     model = create_model(args.model, data.num_classes, data.in_chans, args.stem, **options)
-    print(f"{args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters) on {data.describe()}")
-    print(f"recipe {recipe.name}: {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr}. {recipe.note}")
+    say(f"{args.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters) on {data.describe()}")
+    say(f"recipe {recipe.name}: {recipe.epochs} epochs, batch {recipe.batch_size}, lr {recipe.lr}. {recipe.note}")
     run_config = dict(run=out.name, mode=args.preset, model_options=options, stem=args.stem,
                       in_chans=data.in_chans, num_classes=data.num_classes)
     trainer = Trainer(model, data, recipe, out_dir=out, seed=args.seed, device=args.device, resume=args.resume,
-                      overwrite=args.overwrite, run_config=run_config)
+                      overwrite=args.overwrite, run_config=run_config, precision=args.precision,
+                      compile=args.compile)
+    if context.active:
+        say(f"{context.world} processes (DistributedDataParallel), {recipe.batch_size // context.world} images each per step")
+    say(f"engine: {trainer.history['engine']}")
     try:
         history = trainer.fit()
     except TrainingDiverged as err:
         raise TrainingDiverged(f"{err}. To start afresh: {_rerun_command(args.argv, recipe.lr / 10)}") from None
-    print(f"final test accuracy {100 * history['final_test_acc']:.2f} % "
+    distributed.finish()
+    say(f"final test accuracy {100 * history['final_test_acc']:.2f} % "
           f"(best {100 * history['best_test_acc']:.2f} % at epoch {history['best_epoch']}); "
           f"training time {history['train_time']:.0f} s; history in {out / 'history.json'}")
 
@@ -147,13 +156,28 @@ def cmd_profile(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .profile import benchmark
+    from .profile import augmentation_throughput, benchmark, machine
     from .report import markdown_table
+    from .train import save_json
+    before = machine()
     rows = benchmark(args.models, baseline=args.baseline, input_size=args.input_size, batch_size=args.batch_size,
                      steps=args.steps, num_classes=args.num_classes, stem=args.stem, device=args.device,
                      **dict(args.option or []))
-    print(f"input {tuple(args.input_size)}, batch {args.batch_size}; time ratio = time per image / {args.baseline}'s")
+    augmentation = [augmentation_throughput(name, "paper", device=args.device) for name in ("cifar10", "fashion-mnist")]
+    after = machine()
+    print(f"{before['cpu']}, {before['cores']} cores, {before.get('gpu', 'no GPU')}; load average "
+          f"{before['load_average_1_5_15'][0]} before, {after['load_average_1_5_15'][0]} after (a loaded machine "
+          "runs slower: compare the ratios, not the absolute numbers, across machines)")
+    print(f"input {tuple(args.input_size)}, batch {args.batch_size}; train time ratio = time per image / "
+          f"{args.baseline}'s; engine / bare = the Trainer's step against a bare loop on the same model")
     print(markdown_table(rows, digits=3))
+    print("augmentation (paper level) against the models above:")
+    print(markdown_table(augmentation))
+    if args.json:
+        save_json(dict(machine=before, machine_after=after, input_size=list(args.input_size),
+                       batch_size=args.batch_size, steps=args.steps, options=dict(args.option or []),
+                       models=rows, augmentation=augmentation), args.json)
+        print(f"results in {args.json}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="delete the run already in --out and start afresh (without it, an existing run is refused)")
     train.add_argument("--data-root", help="where the data set lives (else DMCBOOK_DATA, then the defaults)")
     train.add_argument("--device", type=_device, help="cpu or cuda (default: cuda when available)")
+    train.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="auto: bf16 on GPUs and on CPUs with native bf16, fp16 on older GPUs, else fp32")
+    train.add_argument("--compile", action="store_true", help="train through torch.compile (pays off on GPUs)")
     train.set_defaults(func=cmd_train)
 
     evaluate_ = sub.add_parser("eval", help="test accuracy of a checkpoint (checkpoint.pt or best.pt)")
@@ -202,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if name == "bench":
             p.add_argument("--baseline", default="resnet34")
-            p.add_argument("--batch-size", type=_positive_int, default=32)
-            p.add_argument("--steps", type=_positive_int, default=5)
+            p.add_argument("--batch-size", type=_positive_int, default=128)
+            p.add_argument("--steps", type=_positive_int, default=10)
             p.add_argument("--device", type=_device)
+            p.add_argument("--json", help="also write the results (with the machine named) to this JSON file")
     return parser
 
 

@@ -25,6 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms as T
 
+from .augment import MAX_DEVICE_IMAGE_SIZE, BatchAugment, DeviceLoader, images_as_uint8
 from .checks import check_choice
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dmcbook" / "data"
@@ -358,15 +359,33 @@ class DataBundle:
                 f"{self.in_chans}x{self.image_size}x{self.image_size}, {self.num_classes} classes")
 
 
+def _device_loaders(spec, train_set, test_set, image_size, in_chans, augment, batch_size, seed):
+    """Both splits as uint8 tensors behind :class:`DeviceLoader`, with the transforms of
+    :func:`build_transforms` applied to whole batches."""
+    mean, std = _channel_stats(spec, in_chans)
+    loaders = []
+    for dataset, train in ((train_set, True), (test_set, False)):
+        raw = Subset(dataset.dataset.base, dataset.indices) if isinstance(dataset, Subset) else dataset.base
+        images, labels = images_as_uint8(raw, image_size, in_chans)
+        transform = BatchAugment(image_size, mean, std, augment, spec.hflip, spec.autoaugment, train)
+        size = batch_size if train else max(batch_size, 256)
+        loaders.append(DeviceLoader(images, labels, size, transform, shuffle=train,
+                                    drop_last=train and len(labels) > batch_size, seed=seed))
+    return loaders
+
+
 def get_data(name: str, root=None, image_size: int | None = None, in_chans: int | None = None,
              batch_size: int = 128, augment: str = "basic", train_subset: int | None = None,
              test_subset: int | None = None, seed: int = 0, download: bool = True,
-             num_workers: int | None = None) -> DataBundle:
+             num_workers: int | None = None, on_device: bool | None = None) -> DataBundle:
     """Train and test sets and loaders of data set ``name`` (see :func:`list_datasets`).
 
     ``image_size`` and ``in_chans`` default to the data set's own; asking for other values resizes
     and converts (grey to RGB by repetition, RGB to grey by luminance). ``train_subset`` and
     ``test_subset`` draw a fixed random subset (seeded by ``seed``) for reduced budgets.
+    ``on_device`` (default: for images up to 64 px) keeps both splits as uint8 tensors and
+    augments whole batches with :class:`dmcbook.augment.DeviceLoader`; the engine moves them to
+    its device. Larger images are read and augmented by DataLoader workers.
     """
     check_choice("data set", name, list_datasets())
     if batch_size < 1:
@@ -387,12 +406,18 @@ def get_data(name: str, root=None, image_size: int | None = None, in_chans: int 
                         train_subset, seed)
     test_set = _subset(_Transformed(test_raw, build_transforms(spec, image_size, in_chans, augment, False)),
                        test_subset, seed)
-    settings = loader_settings(image_size)
-    if num_workers is not None:
-        settings.update(num_workers=num_workers, persistent_workers=num_workers > 0)
-    train_loader = DataLoader(train_set, batch_size, shuffle=True, drop_last=len(train_set) > batch_size,
-                              generator=torch.Generator().manual_seed(seed), **settings)
-    test_loader = DataLoader(test_set, max(batch_size, 256), shuffle=False, **settings)
+    if on_device is None:
+        on_device = image_size <= MAX_DEVICE_IMAGE_SIZE
+    if on_device:
+        train_loader, test_loader = _device_loaders(spec, train_set, test_set, image_size, in_chans, augment,
+                                                    batch_size, seed)
+    else:
+        settings = loader_settings(image_size)
+        if num_workers is not None:
+            settings.update(num_workers=num_workers, persistent_workers=num_workers > 0)
+        train_loader = DataLoader(train_set, batch_size, shuffle=True, drop_last=len(train_set) > batch_size,
+                                  generator=torch.Generator().manual_seed(seed), **settings)
+        test_loader = DataLoader(test_set, max(batch_size, 256), shuffle=False, **settings)
     mean, std = _channel_stats(spec, in_chans)
     return DataBundle(name, train_set, test_set, train_loader, test_loader, spec.num_classes, in_chans,
                       image_size, classes, mean, std)

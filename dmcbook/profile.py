@@ -1,4 +1,5 @@
-"""Costs: parameters, FLOPs and multiply-accumulates, and a side-by-side speed benchmark.
+"""Costs: parameters, FLOPs and multiply-accumulates, and side-by-side speed benchmarks (models
+in each precision, the engine against a bare loop, the augmentation paths).
 
 The papers quote thop's counts as "FLOPs"; thop counts multiply-accumulates (MACs). We count
 with ``torch.utils.flop_counter.FlopCounterMode`` (a FLOP is one multiply or one add, so
@@ -6,7 +7,10 @@ FLOPs = 2 x MACs for convolutions and matrix products) and report both, named as
 """
 from __future__ import annotations
 
+import os
+import platform
 import time
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -46,23 +50,9 @@ def cost_row(label: str, model: nn.Module, input_size, paper_params_m=None, pape
     return row
 
 
-def _images_per_second(model, x, y, train: bool, steps: int) -> float:
-    device = x.device
-    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if device.type == "cuda" else None
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3) if train else None
-    model.train(train)
-
-    def step():
-        with torch.set_grad_enabled(train), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = model(x)
-            if train:
-                loss = nn.functional.cross_entropy(out.float(), y)
-        if train:
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-    for _ in range(2):  # warm-up: allocator, cuDNN autotuning
+def _timed(step, steps: int, device: torch.device) -> float:
+    """Seconds per call of ``step`` after two warm-up calls (allocator, oneDNN/cuDNN autotuning)."""
+    for _ in range(2):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -71,40 +61,115 @@ def _images_per_second(model, x, y, train: bool, steps: int) -> float:
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * len(x) / (time.perf_counter() - start)
+    return (time.perf_counter() - start) / steps
 
 
-def benchmark(names, baseline: str = "resnet34", input_size=(3, 32, 32), batch_size: int = 32,
-              steps: int = 5, num_classes: int = 10, stem: str = "cifar", device=None, rounds: int = 2,
+def _bare_images_per_second(model, x, y, train: bool, steps: int, dtype) -> float:
+    """A bare training (or inference) loop: autocast, forward, loss, backward, SGD step."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4) if train else None
+    model.train(train)
+
+    def step():
+        with torch.set_grad_enabled(train), torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(x)
+            if train:
+                loss = nn.functional.cross_entropy(out.float(), y)
+        if train:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return len(x) / _timed(step, steps, x.device)
+
+
+def _engine_images_per_second(model, x, y, steps: int, precision: str) -> float:
+    """The same steps through :class:`dmcbook.train.Trainer` (its loss and accuracy tracking,
+    schedule, divergence check); its second epoch is timed, the first warms up."""
+    from .train import Recipe, Trainer
+    data = SimpleNamespace(name="random images", train_loader=[(x, y)] * steps, test_loader=[(x[:8], y[:8])],
+                           describe=lambda: f"{steps} random batches of {tuple(x.shape)}")
+    recipe = Recipe("bench", epochs=2, batch_size=len(x), lr=1e-3, schedule="constant")
+    history = Trainer(model, data, recipe, device=x.device, progress=False, precision=precision).fit()
+    return history["epochs"][-1]["images_per_sec"]
+
+
+def machine() -> dict:
+    """What ran a benchmark: CPU model and cores, GPU, library versions and the load average
+    (this project's machine is shared: the load says how much of it the benchmark had)."""
+    from .train import _cpuinfo, cpu_supports_bf16
+    cpu = _cpuinfo()
+    info = dict(cpu=cpu.get("model name", platform.processor() or platform.machine()), cores=os.cpu_count(),
+                torch_threads=torch.get_num_threads(), native_bf16=cpu_supports_bf16(),
+                load_average_1_5_15=[round(v, 2) for v in os.getloadavg()], torch=torch.__version__,
+                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def benchmark(names, baseline: str = "resnet34", input_size=(3, 32, 32), batch_size: int = 128,
+              steps: int = 10, num_classes: int = 10, stem: str = "cifar", device=None, rounds: int = 2,
               **options) -> list[dict]:
-    """Training and inference images per second of each model and of ``baseline``, measured in
-    alternating rounds in one process so that both see the same machine. ``options`` (such as
-    ``width``) apply to every model, the baseline included, so the comparison stays like for like. Each model's time per
-    image is given as a ratio to the baseline's, beside the ratio of their MACs: a time ratio
-    well above the MACs ratio means the model costs more than its FLOPs say."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """Training speed of each model and of ``baseline`` in fp32 and in the fast precision (bf16
+    autocast on CPUs with native bf16, AMP on GPUs), inference speed, and the engine's speed
+    against a bare loop, measured in alternating rounds in one process so that all see the same
+    machine (the best round counts). ``options`` (such as ``width``) apply to every model, the
+    baseline included. Each model's training time per image is given as a ratio to the
+    baseline's beside the ratio of their MACs: a time ratio well above the MACs ratio means the
+    model costs more than its FLOPs say. Activations are channels-last, as the engine runs them."""
+    from .train import pick_device, precision_name, select_precision
+    device = pick_device(device)
+    fast = select_precision(device, "auto")
+    precisions = {"fp32": None} if fast is None else {"fp32": None, precision_name(fast): fast}
     names = [baseline] + [n for n in names if n != baseline]
-    x = torch.randn(batch_size, *input_size, device=device)
+    x = torch.randn(batch_size, *input_size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (batch_size,), device=device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    models = {}
-    for name in names:
-        model = create_model(name, num_classes, input_size[0], stem, **options)
-        models[name] = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
-    speed = {n: {"train": [], "infer": []} for n in names}
+    models = {name: create_model(name, num_classes, input_size[0], stem, **options).to(
+        device, memory_format=torch.channels_last) for name in names}
+    speed = {name: {} for name in names}
     for _ in range(rounds):
         for name, model in models.items():
-            speed[name]["train"].append(_images_per_second(model, x, y, True, steps))
-            speed[name]["infer"].append(_images_per_second(model, x, y, False, steps))
-    base = {k: max(v) for k, v in speed[baseline].items()}
-    base_macs = count_flops(models[baseline], input_size)["macs"]
+            for label, dtype in precisions.items():
+                speed[name].setdefault(label, []).append(_bare_images_per_second(model, x, y, True, steps, dtype))
+            speed[name].setdefault("infer", []).append(_bare_images_per_second(model, x, y, False, steps, fast))
+            speed[name].setdefault("engine", []).append(_engine_images_per_second(model, x, y, steps, "auto"))
+    best = {name: {k: max(v) for k, v in runs.items()} for name, runs in speed.items()}
+    fast_label = list(precisions)[-1]
+    macs = {name: count_flops(model, input_size)["macs"] for name, model in models.items()}
     rows = []
     for name in names:
-        train, infer = max(speed[name]["train"]), max(speed[name]["infer"])
-        macs = count_flops(models[name], input_size)["macs"]
-        rows.append({"model": name, "train img/s": round(train, 1), "infer img/s": round(infer, 1),
-                     "train time ratio": round(base["train"] / train, 3),
-                     "infer time ratio": round(base["infer"] / infer, 3),
-                     "MACs ratio": round(macs / base_macs, 3)})
+        b = best[name]
+        row = {"model": name, "params (M)": round(count_params(models[name]) / 1e6, 3),
+               "MMACs": round(macs[name] / 1e6, 1), "fp32 train img/s": round(b["fp32"], 1)}
+        if fast is not None:
+            row[f"{fast_label} train img/s"] = round(b[fast_label], 1)
+            row["speed-up"] = round(b[fast_label] / b["fp32"], 2)
+        row.update({"infer img/s": round(b["infer"], 1), "engine img/s": round(b["engine"], 1),
+                    "engine / bare": round(b["engine"] / b[fast_label], 3),
+                    "train time ratio": round(best[baseline][fast_label] / b[fast_label], 3),
+                    "MACs ratio": round(macs[name] / macs[baseline], 3)})
+        rows.append(row)
     return rows
+
+
+def augmentation_throughput(dataset: str = "cifar10", augment: str = "paper", batch_size: int = 256,
+                            images: int = 2048, device=None) -> dict:
+    """Images per second of a data set's training augmentation through PIL, one image at a time
+    in one process (what one DataLoader worker does), and batched on ``device`` with
+    :class:`dmcbook.augment.BatchAugment`, on random uint8 images of the data set's shape."""
+    from torchvision.transforms import functional as TF
+
+    from .augment import BatchAugment
+    from .data import SPECS, build_transforms
+    from .train import pick_device
+    spec, device = SPECS[dataset], pick_device(device)
+    shape = (spec.in_chans, spec.image_size, spec.image_size)
+    batch = torch.randint(0, 256, (batch_size, *shape), dtype=torch.uint8)
+    pil_images = [TF.to_pil_image(im) for im in batch]
+    transform = build_transforms(spec, spec.image_size, spec.in_chans, augment, True)
+    pil_time = _timed(lambda: [transform(im) for im in pil_images], max(images // batch_size, 1), torch.device("cpu"))
+    batched = BatchAugment(spec.image_size, spec.mean, spec.std, augment, spec.hflip, spec.autoaugment).to(device)
+    on_device = batch.to(device)
+    batch_time = _timed(lambda: batched(on_device), max(images // batch_size, 1), device)
+    return {"data set": dataset, "augment": augment, "device": str(device),
+            "PIL img/s (one process)": round(batch_size / pil_time), "batched img/s": round(batch_size / batch_time)}

@@ -1,0 +1,93 @@
+"""The engine's choices: precision, channels-last, threads, progress styles, what the history records."""
+import pytest
+import torch
+from torch import nn
+
+import dmcbook
+from dmcbook import train as engine
+from dmcbook.data import get_data
+from dmcbook.train import Trainer, get_recipe, select_precision
+
+RECIPE = dict(epochs=1, batch_size=64, lr=0.05, width=8, train_subset=256, test_subset=128)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return get_data("digits", batch_size=64, augment="none", train_subset=256, test_subset=128)
+
+
+def small_model():
+    torch.manual_seed(0)
+    return dmcbook.create_model("resnet18", 10, 1, "cifar", width=8)
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu sse avx512f avx512_bf16", torch.bfloat16),
+                                             ("fpu amx_tile amx_bf16", torch.bfloat16),
+                                             ("fpu sse avx2 avx512f", None)])
+def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch, flags, expected):
+    monkeypatch.setattr(engine, "_cpuinfo", lambda: {"flags": flags})
+    assert select_precision(torch.device("cpu"), "auto") is expected
+    assert select_precision(torch.device("cpu"), "fp32") is None
+    assert select_precision(torch.device("cpu"), "bf16") is torch.bfloat16
+
+
+def test_bad_precisions_are_refused_in_one_line():
+    with pytest.raises(ValueError, match="precision"):
+        select_precision(torch.device("cpu"), "fp8")
+    with pytest.raises(ValueError, match="fp16 autocast is for GPUs"):
+        select_precision(torch.device("cpu"), "fp16")
+
+
+def test_the_history_records_the_engine(digits, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    history = Trainer(small_model(), digits, get_recipe("budget", **RECIPE), progress=False, precision="bf16").fit()
+    assert history["engine"]["precision"] == "bf16-autocast" and history["engine"]["channels_last"] is True
+    assert history["engine"]["threads"] == torch.get_num_threads() == len(__import__("os").sched_getaffinity(0))
+    assert history["engine"]["data_on_device"] is True and history["engine"]["processes"] == 1
+    assert history["environment"]["cpu_threads"] == history["engine"]["threads"]
+    fp32 = Trainer(small_model(), digits, get_recipe("budget", **RECIPE), progress=False, precision="fp32",
+                   channels_last=False).fit()
+    assert fp32["engine"]["precision"] == "fp32" and fp32["engine"]["channels_last"] is False
+    # the same model, the same data: bf16 autocast lands near fp32 after one epoch
+    assert abs(history["epochs"][0]["train_loss"] - fp32["epochs"][0]["train_loss"]) < 0.1
+
+
+def test_bf16_steps_keep_fp32_weights_and_channels_last_activations(digits):
+    model = small_model()
+    trainer = Trainer(model, digits, get_recipe("budget", **RECIPE), progress=False, precision="bf16")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    seen = {}
+    def record(module, inputs, out):
+        if module.training:  # the test pass runs in fp32
+            seen.update(dtype=out.dtype, nhwc=out.is_contiguous(memory_format=torch.channels_last))
+    model.layers[0].register_forward_hook(record)
+    trainer.fit()
+    assert seen == dict(dtype=torch.bfloat16, nhwc=True)
+
+
+def test_epoch_progress_prints_one_plain_line_per_epoch(digits, capsys):
+    Trainer(small_model(), digits, get_recipe("budget", **dict(RECIPE, epochs=2)), progress="epochs").fit()
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert "\r" not in captured.out + captured.err and captured.err == ""
+
+
+def test_progress_styles_are_checked(digits):
+    with pytest.raises(ValueError, match="progress"):
+        Trainer(small_model(), digits, get_recipe("budget", **RECIPE), progress="widget")
+
+
+def test_a_ddp_wrapped_model_is_trained_and_saved_as_the_plain_module(digits, tmp_path, monkeypatch):
+    class Wrapped(nn.parallel.DistributedDataParallel):  # DDP itself needs a process group
+        def __init__(self, module):
+            nn.Module.__init__(self)
+            self.module = module
+    model = small_model()
+    trainer = Trainer(Wrapped(model), digits, get_recipe("budget", **RECIPE), out_dir=tmp_path, progress=False)
+    assert trainer.model is model
+    trainer.fit()
+    state = engine.load_checkpoint(tmp_path / "checkpoint.pt", small_model())["model"]
+    assert not any(key.startswith("module.") for key in state)
