@@ -41,7 +41,6 @@ EFFECTIVE_TFLOPS = {"T4": 5.0, "L4": 9.0, "A100": 35.0, "H100": 70.0}
 def first_cell(chapter: str, paper_recipe: str, paper_dataset: str) -> str:
     """The source of a chapter's first code cell."""
     return (
-        "# NBVAL_IGNORE_OUTPUT\n"
         "# Set-up. On Colab this installs the book's package first (Colab already has torch).\n"
         "import sys\n"
         "if \"google.colab\" in sys.modules:\n"
