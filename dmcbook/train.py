@@ -187,6 +187,31 @@ def select_precision(device: torch.device, precision: str = "auto"):
     return torch.bfloat16 if precision == "bf16" or cpu_supports_bf16() else None
 
 
+@functools.lru_cache(maxsize=None)
+def _bf16_dilated_channels_last_grad_is_finite() -> bool:
+    """Probe, once per process, a oneDNN fault seen with torch 2.15 on an AVX512-BF16/AMX CPU:
+    under bf16 autocast, a dilated convolution in channels-last format returns a non-finite
+    weight gradient (dilation 1, or contiguous tensors, are fine). Probed rather than assumed, so
+    a fixed torch gets channels-last back."""
+    gen = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(21, 21, 3, padding=2, dilation=2, bias=False).to(memory_format=torch.channels_last)
+    x = torch.randn(16, 21, 32, 32, generator=gen).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)
+    out.float().sum().backward()
+    return bool(torch.isfinite(conv.weight.grad).all())
+
+
+def channels_last_is_safe(model: nn.Module, device: torch.device, amp_dtype) -> bool:
+    """Whether ``model`` may train in channels-last format here: not on a CPU under bf16 when it
+    holds a dilated convolution and this torch has the fault :func:`_bf16_dilated_channels_last_grad_is_finite`
+    probes for (DMCNet's D_M_Conv is dilated: its first step would turn the weights to NaN)."""
+    if torch.device(device).type != "cpu" or amp_dtype != torch.bfloat16:
+        return True
+    dilated = any(isinstance(m, nn.Conv2d) and max(m.dilation) > 1 for m in model.modules())
+    return not dilated or _bf16_dilated_channels_last_grad_is_finite()
+
+
 def precision_name(dtype) -> str:
     return {torch.bfloat16: "bf16-autocast", torch.float16: "fp16-autocast"}.get(dtype, "fp32")
 
@@ -356,6 +381,7 @@ class Trainer:
         self.progress = "bar" if progress is True else progress
         check_choice("progress", self.progress, PROGRESS_STYLES)
         self.amp_dtype = select_precision(self.device, precision)
+        channels_last = channels_last and channels_last_is_safe(model, self.device, self.amp_dtype)
         self.channels_last = channels_last
         threads = use_all_cores() if self.device.type == "cpu" else torch.get_num_threads()
         if self.device.type == "cuda":
