@@ -116,8 +116,10 @@ def benchmark(names, baseline: str = "resnet34", input_size=(3, 32, 32), batch_s
     machine (the best round counts). ``options`` (such as ``width``) apply to every model, the
     baseline included. Each model's training time per image is given as a ratio to the
     baseline's beside the ratio of their MACs: a time ratio well above the MACs ratio means the
-    model costs more than its FLOPs say. Activations are channels-last, as the engine runs them."""
-    from .train import pick_device, precision_name, select_precision
+    model costs more than its FLOPs say. Activations are channels-last, as the engine runs them;
+    a model that would meet :func:`dmcbook.train.cpu_bf16_fault` is timed in fp32 only, as the
+    engine trains it."""
+    from .train import cpu_bf16_fault, pick_device, precision_name, select_precision
     device = pick_device(device)
     fast = select_precision(device, "auto")
     precisions = {"fp32": None} if fast is None else {"fp32": None, precision_name(fast): fast}
@@ -126,27 +128,32 @@ def benchmark(names, baseline: str = "resnet34", input_size=(3, 32, 32), batch_s
     y = torch.randint(0, num_classes, (batch_size,), device=device)
     models = {name: create_model(name, num_classes, input_size[0], stem, **options).to(
         device, memory_format=torch.channels_last) for name in names}
+    usable = {name: {label: dtype for label, dtype in precisions.items()
+                     if dtype is None or not cpu_bf16_fault(model, device, dtype)} for name, model in models.items()}
     speed = {name: {} for name in names}
     for _ in range(rounds):
         for name, model in models.items():
-            for label, dtype in precisions.items():
+            for label, dtype in usable[name].items():
                 speed[name].setdefault(label, []).append(_bare_images_per_second(model, x, y, True, steps, dtype))
-            speed[name].setdefault("infer", []).append(_bare_images_per_second(model, x, y, False, steps, fast))
+            infer = fast if fast in usable[name].values() else None
+            speed[name].setdefault("infer", []).append(_bare_images_per_second(model, x, y, False, steps, infer))
             speed[name].setdefault("engine", []).append(_engine_images_per_second(model, x, y, steps, "auto"))
     best = {name: {k: max(v) for k, v in runs.items()} for name, runs in speed.items()}
     fast_label = list(precisions)[-1]
+    # what the engine trains each model in: the fast precision where it is usable, else fp32
+    trained = {name: fast_label if fast_label in best[name] else "fp32" for name in names}
     macs = {name: count_flops(model, input_size)["macs"] for name, model in models.items()}
     rows = []
     for name in names:
-        b = best[name]
+        b, own = best[name], best[name][trained[name]]
         row = {"model": name, "params (M)": round(count_params(models[name]) / 1e6, 3),
                "MMACs": round(macs[name] / 1e6, 1), "fp32 train img/s": round(b["fp32"], 1)}
         if fast is not None:
-            row[f"{fast_label} train img/s"] = round(b[fast_label], 1)
-            row["speed-up"] = round(b[fast_label] / b["fp32"], 2)
-        row.update({"infer img/s": round(b["infer"], 1), "engine img/s": round(b["engine"], 1),
-                    "engine / bare": round(b["engine"] / b[fast_label], 3),
-                    "train time ratio": round(best[baseline][fast_label] / b[fast_label], 3),
+            row[f"{fast_label} train img/s"] = round(b[fast_label], 1) if fast_label in b else None
+            row["speed-up"] = round(b[fast_label] / b["fp32"], 2) if fast_label in b else None
+        row.update({"engine precision": trained[name], "infer img/s": round(b["infer"], 1),
+                    "engine img/s": round(b["engine"], 1), "engine / bare": round(b["engine"] / own, 3),
+                    "train time ratio": round(best[baseline][trained[baseline]] / own, 3),
                     "MACs ratio": round(macs[name] / macs[baseline], 3)})
         rows.append(row)
     return rows

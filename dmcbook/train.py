@@ -188,11 +188,12 @@ def select_precision(device: torch.device, precision: str = "auto"):
 
 
 @functools.lru_cache(maxsize=None)
-def _bf16_dilated_channels_last_grad_is_finite() -> bool:
+def _bf16_dilated_conv_grad_is_finite() -> bool:
     """Probe, once per process, a oneDNN fault seen with torch 2.15 on an AVX512-BF16/AMX CPU:
     under bf16 autocast, a dilated convolution in channels-last format returns a non-finite
-    weight gradient (dilation 1, or contiguous tensors, are fine). Probed rather than assumed, so
-    a fixed torch gets channels-last back."""
+    weight gradient (dilation 1 is fine). Keeping tensors contiguous does not avoid it, because
+    an optimizer step can leave weights channels-last. Probed rather than assumed, so a fixed
+    torch gets bf16 back."""
     gen = torch.Generator().manual_seed(0)
     conv = nn.Conv2d(21, 21, 3, padding=2, dilation=2, bias=False).to(memory_format=torch.channels_last)
     x = torch.randn(16, 21, 32, 32, generator=gen).contiguous(memory_format=torch.channels_last)
@@ -202,14 +203,14 @@ def _bf16_dilated_channels_last_grad_is_finite() -> bool:
     return bool(torch.isfinite(conv.weight.grad).all())
 
 
-def channels_last_is_safe(model: nn.Module, device: torch.device, amp_dtype) -> bool:
-    """Whether ``model`` may train in channels-last format here: not on a CPU under bf16 when it
-    holds a dilated convolution and this torch has the fault :func:`_bf16_dilated_channels_last_grad_is_finite`
-    probes for (DMCNet's D_M_Conv is dilated: its first step would turn the weights to NaN)."""
+def cpu_bf16_fault(model: nn.Module, device, amp_dtype) -> bool:
+    """Whether training ``model`` under bf16 autocast on this CPU would meet the fault that
+    :func:`_bf16_dilated_conv_grad_is_finite` probes for: it holds a dilated convolution (DMCNet's
+    D_M_Conv; a full-width DMCNet-34 turned its weights to NaN at the second step)."""
     if torch.device(device).type != "cpu" or amp_dtype != torch.bfloat16:
-        return True
+        return False
     dilated = any(isinstance(m, nn.Conv2d) and max(m.dilation) > 1 for m in model.modules())
-    return not dilated or _bf16_dilated_channels_last_grad_is_finite()
+    return dilated and not _bf16_dilated_conv_grad_is_finite()
 
 
 def precision_name(dtype) -> str:
@@ -381,7 +382,11 @@ class Trainer:
         self.progress = "bar" if progress is True else progress
         check_choice("progress", self.progress, PROGRESS_STYLES)
         self.amp_dtype = select_precision(self.device, precision)
-        channels_last = channels_last and channels_last_is_safe(model, self.device, self.amp_dtype)
+        precision_note = None
+        if cpu_bf16_fault(model, self.device, self.amp_dtype):
+            self.amp_dtype = None
+            precision_note = ("fp32 instead of bf16: this torch's CPU bf16 kernels give dilated "
+                              "convolutions non-finite weight gradients (dmcbook.train.cpu_bf16_fault)")
         self.channels_last = channels_last
         threads = use_all_cores() if self.device.type == "cpu" else torch.get_num_threads()
         if self.device.type == "cuda":
@@ -415,7 +420,8 @@ class Trainer:
                         dataset=data.name, data=data.describe(), seed=seed, recipe=dataclasses.asdict(recipe),
                         **(run_config or {})),
             environment=environment(self.device), epochs=[], status="running",
-            engine=dict(precision=precision_name(self.amp_dtype), channels_last=channels_last, threads=threads,
+            engine=dict(precision=precision_name(self.amp_dtype), precision_note=precision_note,
+                        channels_last=channels_last, threads=threads,
                         compile=compile, processes=self.dist.world,
                         data_on_device=hasattr(data.train_loader, "to")))
         self.best_acc, self.start_epoch = 0.0, 0
