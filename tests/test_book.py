@@ -39,3 +39,13 @@ def test_notebooks_start_with_the_set_up_cell_and_are_committed_executed(path):
     assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
     opening = "".join(nb["cells"][0]["source"])
     assert colab_badge(f"notebooks/{path.name}") in opening, "the Colab badge must come from dmcbook.links"
+
+
+def test_shipped_weights_stay_small_and_are_each_recorded_by_their_run():
+    """Readers download the repository: the shipped budget weights stay within 20 MB in all, and
+    each file is the one its run's history names (checksum included)."""
+    shipped = sorted((ROOT / "results").glob("**/weights.safetensors"))
+    assert sum(p.stat().st_size for p in shipped) <= 20 * 2 ** 20
+    for path in shipped:
+        weights = json.loads((path.parent / "history.json").read_text())["weights"]
+        assert weights["file"] == path.name and len(weights["sha256"]) == 64
