@@ -9,6 +9,8 @@ from dmcbook.inside.dmcnet import branch_receptive_fields, capture_inputs, mask_
 from dmcbook.models.dmcnet import (ABLATIONS, AE, AE_PLACEMENTS, MASKS, MMCF, DynamicMaskConv, FGlo,
                                    split_sizes)
 
+from bn_helpers import randomize_bn  # tests/bn_helpers.py
+
 torch.set_num_threads(1)
 
 
@@ -152,19 +154,6 @@ def test_split_sizes(c, sizes):
     assert split_sizes(c) == sizes
 
 
-def randomize_bn(module):
-    """Non-default BN statistics and affine parameters: with the defaults an eval-mode BN is the
-    identity, and a check could not see it."""
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    return module
-
-
 def bn_eval(t, bn):
     """BatchNorm2d in eval mode, written out."""
     return ((t - bn.running_mean.view(1, -1, 1, 1)) / torch.sqrt(bn.running_var.view(1, -1, 1, 1) + bn.eps)
@@ -173,7 +162,7 @@ def bn_eval(t, bn):
 
 def test_mmcf_output_is_eq19():
     torch.manual_seed(0)
-    block = randomize_bn(MMCF(12, 12)).eval()
+    block = randomize_bn(MMCF(12, 12))
     x = torch.randn(2, 12, 8, 8)
     parts = block.forward_parts(x)
     with torch.no_grad():

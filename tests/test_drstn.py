@@ -13,22 +13,11 @@ from dmcbook.models.drstn import SoftThreshold, STRB, soft_threshold
 from dmcbook.transfer import (WeightsUnavailable, drstn_from_resnet18, init_from_checkpoint,
                               resnet18_state_dict, torchvision_to_dmcbook)
 
+from bn_helpers import randomize_bn  # tests/bn_helpers.py
+
 VERSIONS = ("drstn_v1", "drstn_v2", "drstn_v3", "drstn_v4", "drstn_v5")
 LAYOUTS = {"drstn_v1": (2, 2, 2, 2), "drstn_v2": (2, 2, 2, 2), "drstn_v3": (1, 1, 1, 1),
            "drstn_v4": (2, 3, 5, 2), "drstn_v5": (2, 2, 2)}
-
-
-def randomize_bn(module):
-    """Non-default BN statistics and affine parameters, so that a check can see every BN
-    (with running mean 0, variance 1, weight 1 and bias 0 an eval-mode BN is the identity)."""
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    return module
 
 
 def piecewise(x, tau):
@@ -88,7 +77,7 @@ def test_eval_thresholds_follow_the_formula_with_running_statistics():
     # In eval mode the threshold BN normalises with its running statistics: tau is the formula
     # of Fig. 2 written out here, and one sample's tau does not depend on the rest of the batch.
     torch.manual_seed(0)
-    st = randomize_bn(SoftThreshold(8)).eval()
+    st = randomize_bn(SoftThreshold(8))
     x = torch.randn(5, 8, 6, 6) * 2
     a = x.abs().mean(dim=(2, 3))
     bn = st.bn
@@ -119,7 +108,7 @@ def test_batch_of_one_in_training_mode_uses_running_statistics():
 
 def test_strb_shrinks_the_residual_branch_before_the_add():
     torch.manual_seed(0)
-    block = randomize_bn(STRB(4, 4)).eval()
+    block = randomize_bn(STRB(4, 4))
     x = torch.randn(2, 4, 6, 6)
     branch = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x)))))
     expected = F.relu(piecewise(branch, block.soft_threshold.thresholds(branch)) + x)

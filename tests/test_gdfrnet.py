@@ -10,25 +10,14 @@ from dmcbook.profile import count_flops
 from dmcbook.inside.gdfrnet import frm_maps, inside_gdfrnet, mac_breakdown, parameter_breakdown
 from dmcbook.models.gdfrnet import FGCM, FOM, FRM, FRRB, LaplacianOfGaussian
 
+from bn_helpers import randomize_bn  # tests/bn_helpers.py
+
 PAPER_PARAMS = 56.45e6  # Table 8
 PAPER_RESNET34_PARAMS = 21.28e6  # Table 8, the same table's baseline
 
 
 def n_params(model):
     return sum(p.numel() for p in model.parameters())
-
-
-def randomize_bn(module):
-    """Non-default BN statistics and affine parameters: with the defaults an eval-mode BN is the
-    identity (up to eps), and an equation check could not see it."""
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    return module
 
 
 def meta_model(**options):
@@ -73,7 +62,7 @@ def test_frm_output_size_equals_input_size(k, upsample):
 
 def test_frm_is_eq_1_to_12():
     torch.manual_seed(0)
-    frm = randomize_bn(FRM(16, r=4)).eval()  # so that an ignored BN would show
+    frm = randomize_bn(FRM(16, r=4))  # so that an ignored BN would show
     x = torch.randn(2, 16, 7, 9)
 
     def bn(t, m):
@@ -146,7 +135,7 @@ def test_fgcm_equals_direct_convolution_on_an_image():
     lap = np.array([[1, 1, 1], [1, -8, 1], [1, 1, 1]], float)
     expected = ndimage.convolve(ndimage.convolve(image, gauss, mode="nearest"), lap, mode="nearest")
     torch.manual_seed(0)
-    fgcm = randomize_bn(FGCM(1, 3)).eval()  # with identity BNs, dropping both would pass
+    fgcm = randomize_bn(FGCM(1, 3))  # with identity BNs, dropping both would pass
     x = torch.tensor(image, dtype=torch.float32)[None, None]
     with torch.no_grad():
         np.testing.assert_allclose(fgcm.log(x)[0, 0].numpy(), expected, atol=1e-5)
@@ -200,7 +189,7 @@ def test_gradients_reach_every_trainable_parameter(options):
 @pytest.mark.parametrize("position", ["C", "D"])
 def test_frrb_is_eq_14(position):
     """With the conv path silenced (BN2 gives 0), Eq. 14 leaves ReLU(M(0) + x) for C and ReLU(M(x)) for D."""
-    block = randomize_bn(FRRB(8, 8, r=4, position=position)).eval()
+    block = randomize_bn(FRRB(8, 8, r=4, position=position))
     torch.nn.init.zeros_(block.bn2.weight)
     torch.nn.init.zeros_(block.bn2.bias)
     x = torch.randn(2, 8, 6, 6)

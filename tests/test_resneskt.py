@@ -14,18 +14,9 @@ from dmcbook.models.common import make_shortcut
 from dmcbook.models.resneskt import PAPER_TABLE, GeM, ResNeSktBottleneck, SpatialKernelAttention, SplitAttention
 from dmcbook.transfer import torchvision_to_dmcbook
 
+from bn_helpers import randomize_bn  # tests/bn_helpers.py
+
 torch.set_num_threads(1)
-
-
-def _randomize_bn(module):
-    """Non-trivial BN statistics, so that equivalence checks cannot pass on identity BNs."""
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return module.eval()
 
 
 def _count(name, **options):
@@ -69,7 +60,7 @@ def test_gem_p_is_learned_and_no_nan_on_negative_input():
 @pytest.mark.parametrize("cardinality,radix", [(1, 2), (2, 2), (4, 3), (2, 1)])
 def test_split_attention_equals_timm_splitattn(cardinality, radix):
     torch.manual_seed(0)
-    ours = _randomize_bn(SplitAttention(24, cardinality=cardinality, radix=radix))
+    ours = randomize_bn(SplitAttention(24, cardinality=cardinality, radix=radix))
     reference = SplitAttn(24, 24, kernel_size=3, groups=cardinality, radix=radix,
                           norm_layer=torch.nn.BatchNorm2d).eval()
     reference.load_state_dict(ours.state_dict())
@@ -80,7 +71,7 @@ def test_split_attention_equals_timm_splitattn(cardinality, radix):
 def test_split_attention_matches_equations_1_to_3():
     torch.manual_seed(1)
     k, r, c = 2, 3, 12                       # c channels per split; each cardinal group holds c // k
-    module = _randomize_bn(SplitAttention(c, cardinality=k, radix=r))
+    module = randomize_bn(SplitAttention(c, cardinality=k, radix=r))
     x = torch.randn(2, c, 5, 5)
     d = module.details(x)
     splits = d["splits"]                     # (B, R, C, H, W)
@@ -97,7 +88,7 @@ def test_split_attention_matches_equations_1_to_3():
 
 def test_split_attention_with_radix_one_is_a_sigmoid_gate():
     torch.manual_seed(2)
-    module = _randomize_bn(SplitAttention(16, cardinality=2, radix=1))
+    module = randomize_bn(SplitAttention(16, cardinality=2, radix=1))
     x = torch.randn(2, 16, 6, 6)
     d = module.details(x)
     u = d["splits"][:, 0]
@@ -110,7 +101,7 @@ def test_split_attention_with_radix_one_is_a_sigmoid_gate():
 def test_spatial_kernel_attention_matches_direct_formula():
     torch.manual_seed(3)
     k, c = 2, 8
-    module = _randomize_bn(SpatialKernelAttention(c, groups=k, gem_p=3.0))
+    module = randomize_bn(SpatialKernelAttention(c, groups=k, gem_p=3.0))
     x = torch.rand(3, c, 9, 9) + 0.05
     d = module.details(x)
     n = c // k
@@ -182,7 +173,7 @@ def test_spatial_off_is_resnest():
     assert _count("resneskt50", spatial=False) == _count("resnest50")
     assert _count("resneskt101", spatial=False) == _count("resnest101")
     torch.manual_seed(5)
-    ours = _randomize_bn(create_model("resneskt50", width=8, spatial=False))
+    ours = randomize_bn(create_model("resneskt50", width=8, spatial=False))
     reference = create_model("resnest50", width=8).eval()
     reference.load_state_dict(ours.state_dict())        # same layer names as timm's ResNestBottleneck
     x = torch.randn(2, 3, 16, 16)
@@ -194,7 +185,7 @@ def test_timm_resnest50d_loads_strictly_and_gives_the_same_logits():
     # is resneskt50 with spatial=False, deep_stem=True and avd=True, key for key.
     import timm
     torch.manual_seed(8)
-    reference = _randomize_bn(timm.create_model("resnest50d", pretrained=False, num_classes=10))
+    reference = randomize_bn(timm.create_model("resnest50d", pretrained=False, num_classes=10))
     state = {torchvision_to_dmcbook(k): v for k, v in reference.state_dict().items()}
     ours = create_model("resneskt50", stem="imagenet", spatial=False, deep_stem=True, avd=True).eval()
     ours.load_state_dict(state, strict=True)
@@ -211,7 +202,7 @@ def test_timm_resnest50d_loads_strictly_and_gives_the_same_logits():
 def test_block_with_spatial_off_equals_timm_resnest_block(stride, avd):
     torch.manual_seed(6)
     shortcut = make_shortcut(32, 32, stride, "avgpool")
-    ours = _randomize_bn(ResNeSktBottleneck(32, 8, stride, shortcut, spatial=False, radix=2, cardinality=2,
+    ours = randomize_bn(ResNeSktBottleneck(32, 8, stride, shortcut, spatial=False, radix=2, cardinality=2,
                                             base_width=64, avd=avd))
     reference = ResNestBottleneck(32, 8, stride, copy.deepcopy(shortcut), radix=2, cardinality=2,
                                   base_width=64, avd=avd).eval()
