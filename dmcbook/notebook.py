@@ -149,8 +149,16 @@ def gpu_minutes(model: str, input_size, images: int, epochs: float, gpu: str = "
     return seconds / 60
 
 
+def source_bundle(obj) -> dict:
+    """The display of ``obj``'s source: a fenced Python block as Markdown (the book highlights
+    it) and the bare source as plain text. No rendered HTML is stored, so a reader's newer
+    highlighter cannot make a stored output differ from a fresh one."""
+    source = inspect.getsource(obj).rstrip("\n")
+    return {"text/markdown": f"```python\n{source}\n```", "text/plain": source}
+
+
 def show_source(obj) -> None:
-    """Display the package's source of ``obj`` (a class or function) with syntax highlighting, so
-    the chapter shows the code it runs rather than a copy that could drift from it."""
-    from IPython.display import Code, display
-    display(Code(inspect.getsource(obj), language="python"))
+    """Display the package's source of ``obj`` (a class or function), so the chapter shows the
+    code it runs rather than a copy that could drift from it."""
+    from IPython.display import display
+    display(source_bundle(obj), raw=True)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dmcbook import notebook
-from dmcbook.notebook import gpu_minutes
+from dmcbook.notebook import gpu_minutes, source_bundle
 
 
 @pytest.mark.parametrize("env, cuda, expected", [
@@ -59,3 +59,10 @@ def test_gpu_estimate_scales_with_work_and_gpu():
 def test_gpu_estimate_refuses_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
         gpu_minutes("resnet18", (3, 32, 32), **kwargs)
+
+
+def test_source_is_shown_as_markdown_and_text_never_as_rendered_html():
+    bundle = source_bundle(gpu_minutes)
+    assert set(bundle) == {"text/markdown", "text/plain"}
+    assert bundle["text/plain"].startswith("def gpu_minutes(") and bundle["text/plain"].endswith("return seconds / 60")
+    assert bundle["text/markdown"] == f"```python\n{bundle['text/plain']}\n```"

@@ -113,6 +113,15 @@ def test_no_machine_paths_in_what_readers_see(path):
     assert not leaky, f"cells {leaky} print an absolute path: print it relative to the repository"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_rendered_markup_is_stored(path):
+    """HTML and LaTeX renderings (highlighted source, reprs) change with a reader's libraries;
+    whether or not nbval compares a cell today, none is stored (show_source stores Markdown)."""
+    rendered = [i for i, c in _cells(path) for o in c.get("outputs", [])
+                if {"text/html", "text/latex"} & set(o.get("data", {}))]
+    assert not rendered, f"cells {rendered} store HTML or LaTeX output"
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_each_chapter_keeps_its_equation_checks_compared(path):
     assert sum(_tagged(c) for _, c in _cells(path)) >= 3, "a chapter compares at least three check cells"
