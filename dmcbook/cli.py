@@ -1,4 +1,4 @@
-"""``python -m dmcbook list | train | eval | profile | bench``."""
+"""``python -m dmcbook list | train | eval | profile | bench | campaign``."""
 from __future__ import annotations
 
 import argparse
@@ -180,6 +180,19 @@ def cmd_bench(args) -> None:
         print(f"results in {args.json}")
 
 
+def cmd_campaign(args) -> None:
+    from . import campaign
+    if args.action == "run":
+        trained = campaign.run(args.chapter, seeds=args.seeds, device=args.device, limit=args.limit)
+        print(f"[campaign] trained {len(trained)} runs here; status: python -m dmcbook campaign status")
+        return
+    done, pending = campaign.collect(args.chapter, seeds=args.seeds)
+    minutes = sum(h["train_time"] for h in done.values()) / 60
+    print(f"{len(done)} runs finished ({minutes:.0f} CPU-minutes of training), {len(pending)} pending")
+    for name in pending:
+        print(f"  pending {name}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dmcbook", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--steps", type=_positive_int, default=10)
             p.add_argument("--device", type=_device)
             p.add_argument("--json", help="also write the results (with the machine named) to this JSON file")
+    campaign = sub.add_parser("campaign", help="the converged comparisons of every chapter (hours of CPU; resumable)")
+    campaign.add_argument("action", choices=("run", "status"),
+                          help="run: train the missing runs in order (start one process per core); status: list them")
+    campaign.add_argument("--chapter", help="only the runs this chapter reads (e.g. 04_drstn, 05_head_to_head)")
+    campaign.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    campaign.add_argument("--limit", type=_positive_int, help="stop after training this many runs")
+    campaign.add_argument("--device", type=_device)
+    campaign.set_defaults(func=cmd_campaign)
     return parser
 
 

@@ -158,7 +158,7 @@ def load_runs(results_dir, pattern: str = "*") -> dict[str, dict]:
     return runs
 
 
-def _mean_std(values: list[float]) -> str:
+def mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{100 * values[0]:.2f}"
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
@@ -181,8 +181,8 @@ def summarize(runs: dict[str, dict], group=lambda name: name.rsplit("-seed", 1)[
             continue
         config = done[0]["config"]
         rows.append({"variant": variant, "paper %": (paper or {}).get(variant),
-                     "final acc %": _mean_std([h["final_test_acc"] for h in done]),
-                     "best acc %": _mean_std([h["best_test_acc"] for h in done]),
+                     "final acc %": mean_std([h["final_test_acc"] for h in done]),
+                     "best acc %": mean_std([h["best_test_acc"] for h in done]),
                      "seeds": len(done), "mode": config.get("mode"), "data": config["data"],
                      "epochs": config["recipe"]["epochs"], "width": config.get("model_options", {}).get("width")})
     return rows

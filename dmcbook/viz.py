@@ -297,6 +297,31 @@ def plot_results(results: dict, paper=None, *, ylabel: str = "test accuracy (%)"
     return ax.figure
 
 
+def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std: str = "std", note=None):
+    """Accuracy against each cost, one panel a cost: a point per model with its ± std bar, and
+    the Pareto front as a line. ``costs`` maps a row key to its axis label; ``front(key)``
+    returns the models on that cost's front, cheapest first. ``note`` goes under the figure."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(costs), figsize=(PAGE_WIDTH, 3.2), sharey=True, layout="constrained")
+    axes = np.atleast_1d(axes)
+    by_model = {row["model"]: row for row in rows}
+    for ax, (key, label) in zip(axes, costs.items()):
+        for i, row in enumerate(rows):
+            ax.errorbar(row[key], row[acc], yerr=row[std], fmt="o", color=f"C{i % 10}", ms=4, capsize=2,
+                        label=row["model"] if ax is axes[0] else None)
+        line = [by_model[m] for m in front(key)]
+        ax.plot([r[key] for r in line], [r[acc] for r in line], "k--", lw=0.8,
+                label="Pareto front" if ax is axes[0] else None)
+        ax.set_xscale("log")
+        ax.set_xlabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("final test accuracy (%)")
+    fig.legend(loc="outside lower center", ncols=4, fontsize=7, frameon=False)
+    if note:
+        fig.suptitle(note, fontsize=8)
+    return fig
+
+
 def plot_confusion(labels, predictions, classes, normalize: bool = True, title=None):
     """A confusion matrix (scikit-learn), rows normalised to recall when ``normalize``."""
     import matplotlib.pyplot as plt

@@ -1,0 +1,301 @@
+"""The converged comparisons: every chapter's ablations and the head-to-head chapter, trained
+under one recipe (``converge``: all of Fashion-MNIST, width 16, 10 epochs) on a CPU.
+
+The runs take hours, so they are produced in the background, not by the chapters::
+
+    OMP_NUM_THREADS=1 python -m dmcbook campaign run --chapter 04_drstn &   # one per core
+
+Each process trains the first run of the plan that is neither finished nor held by another
+process (a run folder's lock says which), resumes an interrupted run where its checkpoint
+left it, and goes on until the plan is done. Histories land in ``results/campaign/converge/``
+and are committed as they finish; a chapter reads them with :func:`collect` and retrains
+nothing, listing what is still pending. All chapters share one folder, so a baseline that
+several chapters compare with (ResNet-34) is trained once.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .notebook import Session, find_project_root
+from .runs import RunFolderError
+from .train import get_recipe, pick_device
+
+RECIPE = "converge"
+DATASET = "fashion-mnist"
+SEEDS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One configuration: ``variant`` names its runs (``<variant>-seed<N>``), ``model`` and
+    ``options`` build it, ``chapters`` are the chapters that read it."""
+    variant: str
+    model: str
+    options: dict = field(default_factory=dict)
+    chapters: tuple = ()
+
+
+H2H = "05_head_to_head"
+# In the order the runs are made: the cheapest questions first, so each session closes some.
+PLAN = (
+    Spec("resnet18", "resnet18", chapters=("04_drstn", H2H)),
+    Spec("drstn_v5", "drstn_v5", chapters=("04_drstn", H2H)),
+    Spec("drstn_v1", "drstn_v1", chapters=("04_drstn",)),
+    Spec("resnet34", "resnet34", chapters=("01_dmcnet", "02_gdfrnet", H2H)),
+    Spec("dmcnet34", "dmcnet34", chapters=("01_dmcnet", H2H)),
+    # FRM's r divides the stage width: at width 16 the paper's r = 32 (at width 64) becomes r = 8,
+    # which keeps the paper's C/r attention channels (2, 4, 8, 16 over the stages); r = 4 becomes 1.
+    Spec("gdfrnet", "gdfrnet", {"r": 8}, chapters=("02_gdfrnet", H2H)),
+    Spec("resnet50", "resnet50", chapters=("03_resneskt", H2H)),
+    Spec("resneskt50", "resneskt50", chapters=("03_resneskt", H2H)),
+    Spec("resnest50", "resneskt50", {"spatial": False}, chapters=("03_resneskt",)),
+    Spec("drstn_v2", "drstn_v2", chapters=("04_drstn",)),
+    Spec("drstn_v3", "drstn_v3", chapters=("04_drstn",)),
+    Spec("drstn_v4", "drstn_v4", chapters=("04_drstn",)),
+    Spec("dmcnet34-mask1", "dmcnet34", {"mask": "mask1"}, chapters=("01_dmcnet",)),
+    Spec("dmcnet34-mask4", "dmcnet34", {"mask": "mask4"}, chapters=("01_dmcnet",)),
+    Spec("dmcnet34-aeA", "dmcnet34", {"ae": "A"}, chapters=("01_dmcnet",)),
+    Spec("dmcnet34-net2", "dmcnet34", {"mmcf": False}, chapters=("01_dmcnet",)),
+    Spec("dmcnet34-net3", "dmcnet34", {"mmcf": False, "ae": "A"}, chapters=("01_dmcnet",)),
+    Spec("gdfrnet-net3", "gdfrnet", {"variant": "net3", "r": 8}, chapters=("02_gdfrnet",)),
+    Spec("gdfrnet-net4", "gdfrnet", {"variant": "net4", "r": 8}, chapters=("02_gdfrnet",)),
+    Spec("gdfrnet-r1", "gdfrnet", {"r": 1}, chapters=("02_gdfrnet",)),
+    Spec("gdfrnet-bilinear", "gdfrnet", {"upsample": "bilinear", "r": 8}, chapters=("02_gdfrnet",)),
+    Spec("gdfrnet-frmA", "gdfrnet", {"frm_position": "A", "r": 8}, chapters=("02_gdfrnet",)),
+)
+CHAPTERS = tuple(sorted({c for spec in PLAN for c in spec.chapters}))
+
+
+def specs(chapter: str | None = None) -> list[Spec]:
+    """The plan, or the part of it that ``chapter`` reads."""
+    if chapter is not None and chapter not in CHAPTERS:
+        raise ValueError(f"unknown chapter {chapter!r}; expected one of {list(CHAPTERS)}")
+    return [s for s in PLAN if chapter is None or chapter in s.chapters]
+
+
+def session(root: Path | None = None, device=None) -> Session:
+    """The session the campaign's runs are made in: recipe ``converge`` on Fashion-MNIST,
+    filed under ``results/campaign/converge/``."""
+    root = Path(root) if root is not None else find_project_root() / "results"
+    return Session("campaign", RECIPE, 0, pick_device(device), RECIPE, DATASET, root,
+                   Path(tempfile.gettempdir()))
+
+
+def run_name(spec: Spec, seed: int) -> str:
+    return f"{spec.variant}-seed{seed}"
+
+
+def _status(folder: Path) -> str | None:
+    path = folder / "history.json"
+    return json.loads(path.read_text()).get("status") if path.exists() else None
+
+
+def _finished(folder: Path, variant: str) -> dict:
+    """Every finished run of ``variant`` in ``folder``, whatever its seed: name -> history."""
+    runs = {}
+    for path in sorted(folder.glob(f"{variant}-seed*/history.json")):
+        history = json.loads(path.read_text())
+        if history.get("status") == "finished" and path.parent.name.rpartition("-seed")[0] == variant:
+            runs[path.parent.name] = history
+    return runs
+
+
+def wanted_seeds(spec: Spec, done: dict, seeds=SEEDS) -> tuple[int, ...]:
+    """``seeds``, plus two more when a claim ``spec`` takes part in is a close call after them."""
+    close = any(close_call(done, c, seeds) for c in CLAIMS if spec.variant in (c.variant, c.baseline))
+    return (*seeds, max(seeds) + 1, max(seeds) + 2) if close else tuple(seeds)
+
+
+def collect(chapter: str | None = None, seeds=SEEDS, root: Path | None = None) -> tuple[dict, list[str]]:
+    """The finished runs' histories (run name -> history) of the plan's part that ``chapter``
+    reads, and the names still pending (:func:`wanted_seeds`). Reads only; trains nothing."""
+    folder = session(root, "cpu").results_dir
+    done = {}
+    for spec in PLAN:  # every claim's runs, so a close call is seen from either side
+        done.update(_finished(folder, spec.variant))
+    chosen = specs(chapter)
+    pending = [run_name(spec, seed) for spec in chosen for seed in wanted_seeds(spec, done, seeds)
+               if run_name(spec, seed) not in done]
+    variants = {spec.variant for spec in chosen}
+    return {n: h for n, h in done.items() if n.rpartition("-seed")[0] in variants}, pending
+
+
+def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, device=None,
+        limit: int | None = None, say=print) -> list[str]:
+    """Train the plan's pending runs in order, skipping runs that another process holds or that
+    diverged; return the names trained here. The plan is read again after every run, so a
+    close call found meanwhile gets its extra seeds."""
+    from .experiments import run_experiment
+    campaign = session(root, device)
+    by_variant = {spec.variant: spec for spec in PLAN}
+    trained, passed = [], set()
+    while limit is None or len(trained) < limit:
+        _, pending = collect(chapter, seeds, root)
+        todo = [n for n in pending if n not in passed]
+        if not todo:
+            return trained
+        name = todo[0]
+        passed.add(name)
+        if (_status(campaign.results_dir / name) or "").startswith("diverged"):
+            say(f"[campaign] {name}: diverged earlier; delete its folder to train it again")
+            continue
+        variant, _, seed = name.rpartition("-seed")
+        spec = by_variant[variant]
+        say(f"[campaign] {name}: {spec.model} {spec.options or ''}")
+        try:
+            history = run_experiment(campaign, name, spec.model, seed=int(seed), model_options=dict(spec.options))
+        except RunFolderError as err:  # another process holds it, or it is another configuration
+            say(f"[campaign] {name}: skipped ({err})")
+            continue
+        say(f"[campaign] {name}: {history.history['status']}, final test accuracy "
+            f"{100 * history.history['final_test_acc']:.2f} %")
+        trained.append(name)
+    return trained
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper's claim that ``variant`` beats (``better``) or trails ``baseline``; ``paper``
+    quotes the paper's own numbers and where they stand."""
+    chapter: str
+    variant: str
+    baseline: str
+    paper: str
+    better: bool = True
+
+
+CLAIMS = (
+    Claim("01_dmcnet", "dmcnet34", "resnet34", "Table 7, CIFAR-10: DMCNet-34 above Net4 = ResNet-34"),
+    Claim("01_dmcnet", "dmcnet34", "dmcnet34-mask1", "Table 3, CIFAR-10: mask8 96.85 vs mask1 95.67"),
+    Claim("01_dmcnet", "dmcnet34-mask4", "dmcnet34-mask1", "Table 3, CIFAR-10: mask4 96.38 vs mask1 95.67"),
+    Claim("01_dmcnet", "dmcnet34", "dmcnet34-aeA", "Table 4, CIFAR-10: H 96.85 vs A (no AE) 96.56"),
+    Claim("01_dmcnet", "dmcnet34", "dmcnet34-net2", "Table 7: MMCF helps (DMCNet vs Net2, no MMCF)"),
+    Claim("01_dmcnet", "dmcnet34-net2", "dmcnet34-net3", "Table 7: AE helps without MMCF (Net2 vs Net3)"),
+    Claim("02_gdfrnet", "gdfrnet", "resnet34", "Table 9, CIFAR-10: net5 96.88 vs net2 = ResNet-34 96.46"),
+    Claim("02_gdfrnet", "gdfrnet", "gdfrnet-net3", "Table 9, CIFAR-10: net5 96.88 vs net3 (no branch) 96.58"),
+    Claim("02_gdfrnet", "gdfrnet", "gdfrnet-net4", "Table 9, CIFAR-10: net5 96.88 vs net4 (no FRRB) 96.56"),
+    Claim("02_gdfrnet", "gdfrnet", "gdfrnet-r1", "Fig. 8: r = 32 above r = 4 (here r = 8 and 1: same C/r)"),
+    Claim("02_gdfrnet", "gdfrnet", "gdfrnet-bilinear", "Fig. 10: transposed above bilinear (curves only)"),
+    Claim("02_gdfrnet", "gdfrnet", "gdfrnet-frmA", "Table 4: FRM position C best"),
+    Claim("03_resneskt", "resneskt50", "resnest50", "Table 2, ImageNet-10: 81.39 vs ResNeSt-50 80.06"),
+    Claim("03_resneskt", "resneskt50", "resnet50", "Table 2, ImageNet-10: 81.39 vs ResNet-50 75.06"),
+    Claim("03_resneskt", "resnest50", "resnet50", "Table 2, ImageNet-10: ResNeSt-50 80.06 vs ResNet-50 75.06"),
+    Claim("04_drstn", "drstn_v1", "resnet18", "Table 4, CIFAR-10: V1 89.62 vs ResNet-18 84.84"),
+    Claim("04_drstn", "drstn_v2", "resnet18", "Table 4, CIFAR-10: V2 89.44 vs ResNet-18 84.84"),
+    Claim("04_drstn", "drstn_v3", "resnet18", "Table 4, CIFAR-10: V3 91.72 vs ResNet-18 84.84"),
+    Claim("04_drstn", "drstn_v4", "resnet18", "Table 4, CIFAR-10: V4 91.19 vs ResNet-18 84.84"),
+    Claim("04_drstn", "drstn_v5", "resnet18", "Table 4, CIFAR-10: V5 92.29 vs ResNet-18 84.84"),
+    Claim("04_drstn", "drstn_v5", "drstn_v1", "Table 4, CIFAR-10: V5 92.29 vs V1 89.62"),
+)
+
+
+def _finals(done: dict, variant: str) -> dict[int, float]:
+    """Final test accuracy (%) by seed of ``variant``'s finished runs."""
+    from .stats import seed_of
+    return {seed_of(n): 100 * h["final_test_acc"] for n, h in done.items() if n.rpartition("-seed")[0] == variant}
+
+
+def close_call(done: dict, claim: Claim, seeds=SEEDS) -> bool:
+    """Whether the two configurations of ``claim`` lie within one standard deviation of each
+    other after ``seeds``: then the claim gets five seeds instead of three."""
+    import statistics
+    a, b = _finals(done, claim.variant), _finals(done, claim.baseline)
+    if not all(s in a and s in b for s in seeds):
+        return False
+    a, b = [a[s] for s in seeds], [b[s] for s in seeds]
+    spread = max(statistics.stdev(a), statistics.stdev(b))
+    return abs(statistics.mean(a) - statistics.mean(b)) < spread
+
+
+def comparisons(done: dict, chapter: str | None = None) -> list[dict]:
+    """One row per claim of ``chapter``: the paper's claim, the paired difference over the
+    seeds both configurations have (at least all of :data:`SEEDS`), its 95 % interval and the
+    verdict; a claim whose runs are not all in says how many seeds each has."""
+    from .stats import compare_runs
+    rows = []
+    for claim in CLAIMS:
+        if chapter is not None and claim.chapter != chapter:
+            continue
+        a, b = _finals(done, claim.variant), _finals(done, claim.baseline)
+        row = {"claim": f"{claim.variant} {'>' if claim.better else '<'} {claim.baseline}", "paper": claim.paper}
+        if all(s in a and s in b for s in SEEDS):
+            result = compare_runs(done, claim.variant, claim.baseline, paper_says_better=claim.better)
+            row.update({k: result[k] for k in ("seeds", "difference (points)", "95 % interval", "verdict")})
+        else:
+            row.update({"seeds": f"{len(a)} / {len(b)} of {len(SEEDS)}", "verdict": "pending (runs not finished)"})
+        rows.append(row)
+    return rows
+
+
+def results_table(done: dict, chapter: str | None = None) -> list[dict]:
+    """One row per configuration of ``chapter`` with finished runs: parameters, final and best
+    test accuracy (mean ± std over seeds, %), seeds, CPU-minutes per run and precision."""
+    import statistics
+    from .experiments import mean_std
+    rows = []
+    for spec in specs(chapter):
+        runs = [h for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant]
+        if not runs:
+            continue
+        rows.append({"configuration": spec.variant, "params (M)": round(runs[0]["config"]["parameters"] / 1e6, 3),
+                     "final acc %": mean_std([h["final_test_acc"] for h in runs]),
+                     "best acc %": mean_std([h["best_test_acc"] for h in runs]), "seeds": len(runs),
+                     "CPU-min / run": round(statistics.mean(h["train_time"] for h in runs) / 60, 1),
+                     "precision": runs[0]["engine"]["precision"]})
+    return rows
+
+
+def costs(spec: Spec, input_size=(1, 28, 28)) -> dict:
+    """Parameters and multiply-accumulates of ``spec`` as the campaign trains it."""
+    from .models.registry import create_model
+    from .profile import count_flops, count_params
+    net = create_model(spec.model, 10, input_size[0], "cifar", width=get_recipe(RECIPE).width, **spec.options)
+    return {"params (M)": round(count_params(net) / 1e6, 3),
+            "MMACs": round(count_flops(net, tuple(input_size))["macs"] / 1e6, 1)}
+
+
+def head_to_head(done: dict, chapter: str = H2H) -> list[dict]:
+    """One row per configuration of ``chapter`` with finished runs: its costs, its measured
+    training throughput (images per second, mean over epochs and seeds) and its final test
+    accuracy over seeds (``acc`` and ``std`` in %, for plotting)."""
+    import statistics
+    rows = []
+    for spec in specs(chapter):
+        finals = list(_finals(done, spec.variant).values())
+        if not finals:
+            continue
+        runs = [h for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant]
+        speed = statistics.mean(statistics.mean(e["images_per_sec"] for e in h["epochs"]) for h in runs)
+        rows.append({"model": spec.variant, **costs(spec), "train img/s": round(speed),
+                     "acc": statistics.mean(finals), "std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+                     "seeds": len(finals)})
+    return rows
+
+
+def pareto(rows: list[dict], cost: str, higher_is_better: bool = False, acc: str = "acc") -> list[str]:
+    """The models no other model beats on both ``cost`` and accuracy (the Pareto front), cheapest
+    first. ``higher_is_better`` for a cost that is a speed (images per second)."""
+    sign = -1 if higher_is_better else 1
+
+    def dominated(row):
+        return any(sign * o[cost] <= sign * row[cost] and o[acc] >= row[acc]
+                   and (sign * o[cost] < sign * row[cost] or o[acc] > row[acc]) for o in rows)
+    front = sorted((r for r in rows if not dominated(r)), key=lambda r: sign * r[cost])
+    return [r["model"] for r in front]
+
+
+def plateau(history: dict, last: int = 2) -> float:
+    """Test-accuracy points gained over the last ``last`` epochs (convergence: under 0.2)."""
+    accs = [100 * e["test_acc"] for e in history["epochs"]]
+    return accs[-1] - accs[-1 - last]
+
+
+def describe_recipe() -> dict:
+    """The budget as one table row: what a chapter states once (CPU-minutes come from the runs)."""
+    recipe = get_recipe(RECIPE)
+    return {"data": "Fashion-MNIST, 60 000 train / 10 000 test", "width": recipe.width, "epochs": recipe.epochs,
+            "batch": recipe.batch_size, "lr": f"{recipe.lr} (warm-up {recipe.warmup_epochs}, cosine)",
+            "label smoothing": recipe.label_smoothing, "augment": "3-px crop + flip"}

@@ -1,0 +1,129 @@
+"""The converged comparisons (issue 12): the plan builds, runs are made once and read back, a
+close call earns two more seeds, and claims get verdicts only with all their seeds."""
+import json
+
+import pytest
+
+from dmcbook import campaign
+from dmcbook.campaign import Claim, Spec
+from dmcbook.models.registry import create_model
+from dmcbook.train import RECIPES, Recipe, Trainer, get_recipe
+
+
+def test_every_planned_configuration_builds_and_every_claim_is_planned():
+    variants = [spec.variant for spec in campaign.PLAN]
+    assert len(variants) == len(set(variants))
+    for spec in campaign.PLAN:
+        create_model(spec.model, 10, 1, "cifar", width=get_recipe("converge").width, **spec.options)  # or raises
+        assert spec.chapters and set(spec.chapters) <= set(campaign.CHAPTERS)
+    for claim in campaign.CLAIMS:
+        assert {claim.variant, claim.baseline} <= set(variants), claim
+        assert claim.chapter in {c for s in campaign.PLAN if s.variant in (claim.variant, claim.baseline)
+                                 for c in s.chapters}
+    with pytest.raises(ValueError, match="unknown chapter"):
+        campaign.specs("06_nothing")
+
+
+@pytest.fixture
+def tiny(monkeypatch, tmp_path):
+    """A two-configuration plan on digits, a few seconds a run, filed under tmp_path."""
+    monkeypatch.setitem(RECIPES, "converge", Recipe("converge", epochs=1, batch_size=32, width=4,
+                                                    train_subset=64, test_subset=64, augment="none"))
+    monkeypatch.setattr(campaign, "DATASET", "digits")
+    monkeypatch.setattr(campaign, "PLAN", (Spec("resnet18", "resnet18", chapters=("04_drstn",)),
+                                           Spec("drstn_v5", "drstn_v5", chapters=("04_drstn", "05_head_to_head"))))
+    monkeypatch.setattr(campaign, "CHAPTERS", ("04_drstn", "05_head_to_head"))
+    monkeypatch.setattr(campaign, "CLAIMS", (Claim("04_drstn", "drstn_v5", "resnet18", "test"),))
+    return tmp_path
+
+
+def test_runs_are_made_once_in_plan_order_and_read_back(tiny, monkeypatch):
+    assert campaign.collect(root=tiny) == ({}, [f"{v}-seed{s}" for v in ("resnet18", "drstn_v5") for s in (0, 1, 2)])
+    trained = campaign.run("05_head_to_head", seeds=(0, 1), root=tiny, say=lambda *_: None)
+    assert trained == ["drstn_v5-seed0", "drstn_v5-seed1"]
+    history = json.loads((tiny / "campaign" / "converge" / "drstn_v5-seed1" / "history.json").read_text())
+    assert history["status"] == "finished" and history["config"]["seed"] == 1
+    assert history["config"]["recipe"]["name"] == "converge" and history["config"]["dataset"] == "digits"
+    done, pending = campaign.collect("05_head_to_head", seeds=(0, 1), root=tiny)
+    assert sorted(done) == ["drstn_v5-seed0", "drstn_v5-seed1"] and pending == []
+    monkeypatch.setattr(Trainer, "fit", lambda self, *a, **k: pytest.fail("a finished run was retrained"))
+    assert campaign.run("05_head_to_head", seeds=(0, 1), root=tiny, say=lambda *_: None) == []
+
+
+def test_a_run_held_by_another_process_is_skipped_not_shared(tiny):
+    import os
+    import socket
+    held = tiny / "campaign" / "converge" / "resnet18-seed0"
+    held.mkdir(parents=True)
+    (held / ".lock").write_text(f"{socket.gethostname()} {os.getppid()}")  # a live process
+    said = []
+    trained = campaign.run("04_drstn", seeds=(0,), root=tiny, say=said.append)
+    assert trained == ["drstn_v5-seed0"]
+    assert any("resnet18-seed0: skipped" in line and "in use" in line for line in said)
+    assert not (held / "history.json").exists()
+
+
+def fake_runs(finals: dict) -> dict:
+    """Histories with only what the comparisons read: variant -> per-seed final accuracies (%)."""
+    return {f"{v}-seed{s}": {"status": "finished", "final_test_acc": acc / 100}
+            for v, accs in finals.items() for s, acc in enumerate(accs)}
+
+
+def test_a_close_call_earns_two_more_seeds_and_a_clear_gap_does_not(tiny):
+    spec = campaign.PLAN[1]
+    close = fake_runs({"resnet18": [90.0, 91.0, 92.0], "drstn_v5": [90.5, 91.2, 91.9]})
+    clear = fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3]})
+    assert campaign.wanted_seeds(spec, close) == (0, 1, 2, 3, 4)
+    assert campaign.wanted_seeds(spec, clear) == (0, 1, 2)
+    assert campaign.wanted_seeds(spec, fake_runs({"resnet18": [90.0, 91.0]})) == (0, 1, 2)
+
+
+def test_claims_get_a_verdict_only_with_all_their_seeds(tiny):
+    rows = campaign.comparisons(fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3]}))
+    assert rows[0]["verdict"] == "supported" and rows[0]["seeds"] == 3
+    assert rows[0]["difference (points)"] == pytest.approx(2.03, abs=0.01)
+    worse = campaign.comparisons(fake_runs({"resnet18": [92.0, 92.1, 92.3], "drstn_v5": [90.0, 90.2, 90.1]}))
+    assert worse[0]["verdict"] == "contradicted"
+    partial = campaign.comparisons(fake_runs({"resnet18": [92.0, 92.1, 92.3], "drstn_v5": [90.0]}))
+    assert partial[0]["verdict"].startswith("pending") and partial[0]["seeds"] == "1 / 3 of 3"
+
+
+def test_plateau_is_the_gain_of_the_last_epochs():
+    history = {"epochs": [{"test_acc": a} for a in (0.80, 0.90, 0.925, 0.931, 0.932)]}
+    assert campaign.plateau(history) == pytest.approx(0.7)
+    assert campaign.plateau(history, last=1) == pytest.approx(0.1)
+
+
+def test_pareto_front_keeps_only_models_nothing_beats_on_both_axes():
+    rows = [dict(model="a", macs=10, speed=900, acc=90.0), dict(model="b", macs=20, speed=500, acc=92.0),
+            dict(model="c", macs=30, speed=800, acc=91.0), dict(model="d", macs=40, speed=100, acc=93.0),
+            dict(model="e", macs=10, speed=950, acc=89.0)]
+    assert campaign.pareto(rows, "macs") == ["a", "b", "d"]  # c costs more than b and is worse; e ties a's cost
+    # by speed: e is fastest, a faster and better, c slower than a but better, then b and d
+    assert campaign.pareto(rows, "speed", higher_is_better=True) == ["e", "a", "c", "b", "d"]
+
+
+def test_head_to_head_rows_carry_costs_speed_and_seed_statistics(tiny):
+    runs = fake_runs({"drstn_v5": [90.0, 92.0], "resnet18": [91.0]})
+    for history, speeds in zip(runs.values(), ([100, 300], [200, 200], [50, 50])):
+        history["epochs"] = [{"images_per_sec": s} for s in speeds]
+    rows = campaign.head_to_head(runs, "04_drstn")
+    assert [r["model"] for r in rows] == ["resnet18", "drstn_v5"]
+    v5 = rows[1]
+    assert v5["train img/s"] == 200 and v5["seeds"] == 2 and v5["acc"] == pytest.approx(91.0)
+    assert v5["std"] == pytest.approx(2 ** 0.5)
+    assert v5 | campaign.costs(campaign.PLAN[1]) == v5 and rows[0]["std"] == 0.0
+    assert v5["MMACs"] < rows[0]["MMACs"]  # V5 drops ResNet-18's last stage
+
+
+def test_tradeoff_plot_draws_a_panel_per_cost_and_the_front_through_its_models():
+    import matplotlib
+    matplotlib.use("Agg")
+    from dmcbook import viz
+    rows = [dict(model="a", macs=10, acc=90.0, std=0.5), dict(model="b", macs=20, acc=92.0, std=0.2),
+            dict(model="c", macs=30, acc=91.0, std=0.4)]
+    fig = viz.plot_tradeoff(rows, {"macs": "MACs"}, lambda key: campaign.pareto(rows, key))
+    (ax,) = fig.axes
+    front = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(front) == 1 and list(front[0].get_xdata()) == [10, 20] and list(front[0].get_ydata()) == [90.0, 92.0]
+    assert viz.fits_page(fig) and ax.get_xscale() == "log"
