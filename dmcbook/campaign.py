@@ -19,11 +19,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .notebook import Session, find_project_root
+from .notebook import SHARED_RECIPE, Session, find_project_root
 from .runs import RunFolderError
 from .train import get_recipe, pick_device
 
-RECIPE = "converge"
+RECIPE = SHARED_RECIPE
 DATASET = "fashion-mnist"
 SEEDS = (0, 1, 2)
 
@@ -192,6 +192,11 @@ CLAIMS = (
 )
 
 
+# Each paper's main network against the plain ResNet it is built on (the head-to-head chapter).
+MAIN_CLAIMS = tuple(c for c in CLAIMS if (c.variant, c.baseline) in {
+    ("dmcnet34", "resnet34"), ("gdfrnet", "resnet34"), ("resneskt50", "resnet50"), ("drstn_v5", "resnet18")})
+
+
 def _finals(done: dict, variant: str) -> dict[int, float]:
     """Final test accuracy (%) by seed of ``variant``'s finished runs."""
     from .stats import seed_of
@@ -210,13 +215,13 @@ def close_call(done: dict, claim: Claim, seeds=SEEDS) -> bool:
     return abs(statistics.mean(a) - statistics.mean(b)) < spread
 
 
-def comparisons(done: dict, chapter: str | None = None) -> list[dict]:
-    """One row per claim of ``chapter``: the paper's claim, the paired difference over the
-    seeds both configurations have (at least all of :data:`SEEDS`), its 95 % interval and the
-    verdict; a claim whose runs are not all in says how many seeds each has."""
+def comparisons(done: dict, chapter: str | None = None, claims=None) -> list[dict]:
+    """One row per claim of ``chapter`` (of ``claims``): the paper's claim, the paired difference
+    over the seeds both configurations have (at least all of :data:`SEEDS`), its 95 % interval
+    and the verdict; a claim whose runs are not all in says how many seeds each has."""
     from .stats import compare_runs
     rows = []
-    for claim in CLAIMS:
+    for claim in CLAIMS if claims is None else claims:
         if chapter is not None and claim.chapter != chapter:
             continue
         a, b = _finals(done, claim.variant), _finals(done, claim.baseline)
@@ -225,7 +230,8 @@ def comparisons(done: dict, chapter: str | None = None) -> list[dict]:
             result = compare_runs(done, claim.variant, claim.baseline, paper_says_better=claim.better)
             row.update({k: result[k] for k in ("seeds", "difference (points)", "95 % interval", "verdict")})
         else:
-            row.update({"seeds": f"{len(a)} / {len(b)} of {len(SEEDS)}", "verdict": "pending (runs not finished)"})
+            row.update({"seeds": f"{len(a)} / {len(b)} of {len(SEEDS)}", "difference (points)": None,
+                        "95 % interval": None, "verdict": "pending (runs not finished)"})
         rows.append(row)
     return rows
 
@@ -257,7 +263,7 @@ def costs(spec: Spec, input_size=(1, 28, 28)) -> dict:
             "MMACs": round(count_flops(net, tuple(input_size))["macs"] / 1e6, 1)}
 
 
-def head_to_head(done: dict, chapter: str = H2H) -> list[dict]:
+def head_to_head(done: dict, chapter: str | None = H2H) -> list[dict]:
     """One row per configuration of ``chapter`` with finished runs: its costs, its measured
     training throughput (images per second, mean over epochs and seeds) and its final test
     accuracy over seeds (``acc`` and ``std`` in %, for plotting)."""
@@ -285,6 +291,32 @@ def pareto(rows: list[dict], cost: str, higher_is_better: bool = False, acc: str
                    and (sign * o[cost] < sign * row[cost] or o[acc] > row[acc]) for o in rows)
     front = sorted((r for r in rows if not dominated(r)), key=lambda r: sign * r[cost])
     return [r["model"] for r in front]
+
+
+def verdict_summary(rows: list[dict]) -> str:
+    """One sentence on a table of :func:`comparisons`: how many claims are decided, and how."""
+    from .stats import VERDICTS
+    decided = [r["verdict"] for r in rows if r["verdict"] in VERDICTS]
+    counts = ", ".join(f"{decided.count(v)} {v}" for v in VERDICTS)
+    waiting = len(rows) - len(decided)
+    return (f"{len(decided)} of {len(rows)} claims have all their seeds ({counts})"
+            + (f"; {waiting} wait for runs still to be trained" if waiting else ""))
+
+
+def earns_its_cost(done: dict) -> list[dict]:
+    """For each paper's main network against its plain ResNet: the accuracy gained (paired, with
+    its interval), what it costs (MACs and measured training time per image, as ratios to the
+    ResNet) and the verdict of the gain."""
+    by_model = {row["model"]: row for row in head_to_head(done, chapter=None)}
+    rows = []
+    for claim, compared in zip(MAIN_CLAIMS, comparisons(done, claims=MAIN_CLAIMS)):
+        a, b = by_model.get(claim.variant), by_model.get(claim.baseline)
+        rows.append({"network": claim.variant, "against": claim.baseline,
+                     "gain (points)": compared.get("difference (points)"), "95 % interval": compared.get("95 % interval"),
+                     "MACs ×": round(a["MMACs"] / b["MMACs"], 2) if a and b else None,
+                     "time / image ×": round(b["train img/s"] / a["train img/s"], 2) if a and b else None,
+                     "verdict": compared["verdict"]})
+    return rows
 
 
 def plateau(history: dict, last: int = 2) -> float:

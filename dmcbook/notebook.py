@@ -36,17 +36,20 @@ GPU_MODES = ("colab", "paper")
 # (about 8-15 % of the tensor-core peak: small images keep the GPU far from its peak). The T4 figure
 # is our assumption from its 65 TFLOP/s fp16 peak; `python -m dmcbook bench` measures the real one.
 EFFECTIVE_TFLOPS = {"T4": 5.0, "L4": 9.0, "A100": 35.0, "H100": 70.0}
+# The recipe whose runs all chapters share, filed in one folder (see dmcbook.campaign).
+SHARED_RECIPE = "converge"
 
 
-def first_cell(chapter: str, paper_recipe: str, paper_dataset: str) -> str:
+def first_cell(chapter: str, paper_recipe: str, paper_dataset: str, cpu_recipe: str | None = None) -> str:
     """The source of a chapter's first code cell."""
+    cpu = f", cpu_recipe=\"{cpu_recipe}\"" if cpu_recipe else ""
     return (
         "# Set-up. On Colab this installs the book's package first (Colab already has torch).\n"
         "import sys\n"
         "if \"google.colab\" in sys.modules:\n"
         f"    %pip install -q \"dmcbook @ git+{REPO_URL}\"\n"
         "from dmcbook.notebook import setup\n"
-        f"session = setup(\"{chapter}\", paper_recipe=\"{paper_recipe}\", paper_dataset=\"{paper_dataset}\")"
+        f"session = setup(\"{chapter}\", paper_recipe=\"{paper_recipe}\", paper_dataset=\"{paper_dataset}\"{cpu})"
     )
 
 
@@ -90,9 +93,12 @@ class Session:
     @property
     def results_dir(self) -> Path:
         """Where this mode's runs live: a scratch folder in smoke mode, so CI never overwrites the
-        committed results; ``results/<chapter>/<mode>`` otherwise."""
+        committed results; ``results/campaign/converge`` for the runs every chapter shares
+        (:mod:`dmcbook.campaign`); ``results/<chapter>/<mode>`` otherwise."""
         if self.mode == "smoke":
             return self.scratch
+        if self.recipe == SHARED_RECIPE:
+            return self.results_root / "campaign" / SHARED_RECIPE
         return self.results_root / self.chapter / self.mode
 
     def describe(self) -> str:
@@ -107,14 +113,16 @@ class Session:
 
 
 def setup(chapter: str, paper_recipe: str, paper_dataset: str = "cifar10", seed: int = 0,
-          style: bool = True) -> Session:
-    """Pick the mode, seed everything, pick the device and set the plotting style; print it all."""
+          style: bool = True, cpu_recipe: str | None = None) -> Session:
+    """Pick the mode, seed everything, pick the device and set the plotting style; print it all.
+    ``cpu_recipe`` replaces the ``budget`` recipe in budget mode (the head-to-head chapter's
+    shared ``converge`` runs)."""
     mode = current_mode()
     seed_everything(seed)
     device = pick_device()
     if mode == "smoke":
         torch.set_num_threads(min(torch.get_num_threads(), 2))
-    recipe = paper_recipe if mode in GPU_MODES else mode
+    recipe = paper_recipe if mode in GPU_MODES else cpu_recipe if mode == "budget" and cpu_recipe else mode
     get_recipe(recipe)  # fail early on an unknown recipe
     dataset = paper_dataset if mode in GPU_MODES else "fashion-mnist"
     if style:

@@ -127,3 +127,31 @@ def test_tradeoff_plot_draws_a_panel_per_cost_and_the_front_through_its_models()
     front = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert len(front) == 1 and list(front[0].get_xdata()) == [10, 20] and list(front[0].get_ydata()) == [90.0, 92.0]
     assert viz.fits_page(fig) and ax.get_xscale() == "log"
+
+
+def test_earns_its_cost_sets_the_gain_beside_its_cost_ratios(tiny, monkeypatch):
+    monkeypatch.setattr(campaign, "MAIN_CLAIMS", campaign.CLAIMS)
+    runs = fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3]})
+    for name, history in runs.items():
+        history["epochs"] = [{"images_per_sec": 400 if name.startswith("resnet18") else 100}]
+    (row,) = campaign.earns_its_cost(runs)
+    assert row["verdict"] == "supported" and row["gain (points)"] == pytest.approx(2.03, abs=0.01)
+    assert row["time / image ×"] == 4.0
+    costs = campaign.costs(campaign.PLAN[1])["MMACs"] / campaign.costs(campaign.PLAN[0])["MMACs"]
+    assert row["MACs ×"] == round(costs, 2)
+
+
+def test_verdict_summary_counts_decided_and_waiting_claims(tiny):
+    rows = campaign.comparisons(fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3]}))
+    assert campaign.verdict_summary(rows) == ("1 of 1 claims have all their seeds (1 supported, 0 contradicted, "
+                                              "0 not resolved at this budget)")
+    rows.append({"verdict": "pending (runs not finished)"})
+    assert campaign.verdict_summary(rows).endswith("; 1 wait for runs still to be trained")
+
+
+def test_pending_and_decided_claims_share_one_set_of_columns(tiny, monkeypatch):
+    monkeypatch.setattr(campaign, "CLAIMS", (Claim("04_drstn", "drstn_v5", "resnet18", "test"),
+                                             Claim("04_drstn", "resnet18", "drstn_v5", "reverse")))
+    decided = campaign.comparisons(fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3]}))
+    pending = campaign.comparisons(fake_runs({"resnet18": [90.0]}))
+    assert [list(r) for r in decided] == [list(r) for r in pending] == [list(decided[0])] * 2

@@ -66,3 +66,19 @@ def test_source_is_shown_as_markdown_and_text_never_as_rendered_html():
     assert set(bundle) == {"text/markdown", "text/plain"}
     assert bundle["text/plain"].startswith("def gpu_minutes(") and bundle["text/plain"].endswith("return seconds / 60")
     assert bundle["text/markdown"] == f"```python\n{bundle['text/plain']}\n```"
+
+
+@pytest.mark.parametrize("mode, recipe, where", [("budget", "converge", "results/campaign/converge"),
+                                                 ("colab", "converge", "results/campaign/converge"),
+                                                 ("smoke", "smoke", "a scratch folder")])
+def test_a_cpu_recipe_replaces_budget_and_files_shared_runs_in_one_folder(monkeypatch, capsys, tmp_path, mode,
+                                                                          recipe, where):
+    monkeypatch.delenv("DMCBOOK_SMOKE", raising=False)
+    monkeypatch.setenv("DMCBOOK_MODE", mode)
+    (tmp_path / "_config.yml").write_text("")
+    (tmp_path / "dmcbook").mkdir()
+    monkeypatch.chdir(tmp_path)
+    session = notebook.setup("05_head_to_head", paper_recipe="converge", paper_dataset="fashion-mnist",
+                             style=False, cpu_recipe="converge")
+    assert session.recipe == recipe and where in capsys.readouterr().out
+    assert 'cpu_recipe="converge")' in notebook.first_cell("05_head_to_head", "converge", "fashion-mnist", "converge")
