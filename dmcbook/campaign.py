@@ -14,6 +14,7 @@ several chapters compare with (ResNet-34) is trained once.
 """
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -31,11 +32,15 @@ SEEDS = (0, 1, 2)
 @dataclass(frozen=True)
 class Spec:
     """One configuration: ``variant`` names its runs (``<variant>-seed<N>``), ``model`` and
-    ``options`` build it, ``chapters`` are the chapters that read it."""
+    ``options`` build it, ``chapters`` are the chapters that read it. ``init_from`` makes it a
+    parameter transfer (:func:`dmcbook.transfer.init_from_checkpoint`) from the best weights of
+    that variant's run of the same seed, which must have finished on this machine first."""
     variant: str
     model: str
     options: dict = field(default_factory=dict)
     chapters: tuple = ()
+    dataset: str | None = None    # None: the campaign's DATASET
+    init_from: str | None = None  # parameter transfer from this variant's best weights, same seed
 
 
 H2H = "05_head_to_head"
@@ -44,6 +49,9 @@ PLAN = (
     Spec("resnet18", "resnet18", chapters=("04_drstn", H2H)),
     Spec("drstn_v5", "drstn_v5", chapters=("04_drstn", H2H)),
     Spec("drstn_v1", "drstn_v1", chapters=("04_drstn",)),
+    # DRSTN Sec. 4.3 offline: V5 from all of Fashion-MNIST to scikit-learn's digits, against scratch.
+    Spec("digits-scratch", "drstn_v5", chapters=("04_drstn",), dataset="digits"),
+    Spec("digits-transfer", "drstn_v5", chapters=("04_drstn",), dataset="digits", init_from="drstn_v5"),
     Spec("resnet34", "resnet34", chapters=("01_dmcnet", "02_gdfrnet", H2H)),
     Spec("dmcnet34", "dmcnet34", chapters=("01_dmcnet", H2H)),
     # FRM's r divides the stage width: at width 16 the paper's r = 32 (at width 64) becomes r = 8,
@@ -123,6 +131,11 @@ def collect(chapter: str | None = None, seeds=SEEDS, root: Path | None = None) -
     return {n: h for n, h in done.items() if n.rpartition("-seed")[0] in variants}, pending
 
 
+def _transfer(net, source: Path) -> None:
+    from .transfer import init_from_checkpoint
+    init_from_checkpoint(net, source)
+
+
 def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, device=None,
         limit: int | None = None, say=print) -> list[str]:
     """Train the plan's pending runs in order, skipping runs that another process holds or that
@@ -144,9 +157,17 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
             continue
         variant, _, seed = name.rpartition("-seed")
         spec = by_variant[variant]
+        init = None
+        if spec.init_from:
+            source = campaign.results_dir / run_name(by_variant[spec.init_from], int(seed)) / "best.pt"
+            if not source.exists():
+                say(f"[campaign] {name}: waits for {source.parent.name} to finish on this machine")
+                continue
+            init = functools.partial(_transfer, source=source)
         say(f"[campaign] {name}: {spec.model} {spec.options or ''}")
         try:
-            history = run_experiment(campaign, name, spec.model, seed=int(seed), model_options=dict(spec.options))
+            history = run_experiment(campaign, name, spec.model, seed=int(seed), model_options=dict(spec.options),
+                                     dataset=spec.dataset, init=init)
         except RunFolderError as err:  # another process holds it, or it is another configuration
             say(f"[campaign] {name}: skipped ({err})")
             continue
@@ -165,6 +186,7 @@ class Claim:
     baseline: str
     paper: str
     better: bool = True
+    measure: str = "final"  # "final": last epoch's test accuracy; "first": after the first epoch
 
 
 CLAIMS = (
@@ -189,6 +211,9 @@ CLAIMS = (
     Claim("04_drstn", "drstn_v4", "resnet18", "Table 4, CIFAR-10: V4 91.19 vs ResNet-18 84.84"),
     Claim("04_drstn", "drstn_v5", "resnet18", "Table 4, CIFAR-10: V5 92.29 vs ResNet-18 84.84"),
     Claim("04_drstn", "drstn_v5", "drstn_v1", "Table 4, CIFAR-10: V5 92.29 vs V1 89.62"),
+    Claim("04_drstn", "digits-transfer", "digits-scratch", "Sec. 4.3: a transferred start is ahead early",
+          measure="first"),
+    Claim("04_drstn", "digits-transfer", "digits-scratch", "Sec. 4.3: and converges to a better network"),
 )
 
 
@@ -197,17 +222,19 @@ MAIN_CLAIMS = tuple(c for c in CLAIMS if (c.variant, c.baseline) in {
     ("dmcnet34", "resnet34"), ("gdfrnet", "resnet34"), ("resneskt50", "resnet50"), ("drstn_v5", "resnet18")})
 
 
-def _finals(done: dict, variant: str) -> dict[int, float]:
-    """Final test accuracy (%) by seed of ``variant``'s finished runs."""
+def _finals(done: dict, variant: str, measure: str = "final") -> dict[int, float]:
+    """Test accuracy (%) by seed of ``variant``'s finished runs: after the last epoch
+    (``final``) or the first (``first``)."""
     from .stats import seed_of
-    return {seed_of(n): 100 * h["final_test_acc"] for n, h in done.items() if n.rpartition("-seed")[0] == variant}
+    return {seed_of(n): 100 * (h["final_test_acc"] if measure == "final" else h["epochs"][0]["test_acc"])
+            for n, h in done.items() if n.rpartition("-seed")[0] == variant}
 
 
 def close_call(done: dict, claim: Claim, seeds=SEEDS) -> bool:
     """Whether the two configurations of ``claim`` lie within one standard deviation of each
     other after ``seeds``: then the claim gets five seeds instead of three."""
     import statistics
-    a, b = _finals(done, claim.variant), _finals(done, claim.baseline)
+    a, b = _finals(done, claim.variant, claim.measure), _finals(done, claim.baseline, claim.measure)
     if not all(s in a and s in b for s in seeds):
         return False
     a, b = [a[s] for s in seeds], [b[s] for s in seeds]
@@ -219,16 +246,20 @@ def comparisons(done: dict, chapter: str | None = None, claims=None) -> list[dic
     """One row per claim of ``chapter`` (of ``claims``): the paper's claim, the paired difference
     over the seeds both configurations have (at least all of :data:`SEEDS`), its 95 % interval
     and the verdict; a claim whose runs are not all in says how many seeds each has."""
-    from .stats import compare_runs
+    from .stats import paired_difference, verdict
     rows = []
     for claim in CLAIMS if claims is None else claims:
         if chapter is not None and claim.chapter != chapter:
             continue
-        a, b = _finals(done, claim.variant), _finals(done, claim.baseline)
-        row = {"claim": f"{claim.variant} {'>' if claim.better else '<'} {claim.baseline}", "paper": claim.paper}
+        a, b = _finals(done, claim.variant, claim.measure), _finals(done, claim.baseline, claim.measure)
+        when = "" if claim.measure == "final" else f" ({claim.measure} epoch)"
+        row = {"claim": f"{claim.variant} {'>' if claim.better else '<'} {claim.baseline}{when}",
+               "paper": claim.paper}
         if all(s in a and s in b for s in SEEDS):
-            result = compare_runs(done, claim.variant, claim.baseline, paper_says_better=claim.better)
-            row.update({k: result[k] for k in ("seeds", "difference (points)", "95 % interval", "verdict")})
+            diff = paired_difference(a, b)
+            row.update({"seeds": len(diff["seeds"]), "difference (points)": round(diff["mean"], 2),
+                        "95 % interval": f"[{diff['low']:.2f}, {diff['high']:.2f}]",
+                        "verdict": verdict(diff, claim.better)})
         else:
             row.update({"seeds": f"{len(a)} / {len(b)} of {len(SEEDS)}", "difference (points)": None,
                         "95 % interval": None, "verdict": "pending (runs not finished)"})
@@ -246,7 +277,8 @@ def results_table(done: dict, chapter: str | None = None) -> list[dict]:
         runs = [h for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant]
         if not runs:
             continue
-        rows.append({"configuration": spec.variant, "params (M)": round(runs[0]["config"]["parameters"] / 1e6, 3),
+        rows.append({"configuration": spec.variant, "data": runs[0]["config"]["dataset"],
+                     "params (M)": round(runs[0]["config"]["parameters"] / 1e6, 3),
                      "final acc %": mean_std([h["final_test_acc"] for h in runs]),
                      "best acc %": mean_std([h["best_test_acc"] for h in runs]), "seeds": len(runs),
                      "CPU-min / run": round(statistics.mean(h["train_time"] for h in runs) / 60, 1),

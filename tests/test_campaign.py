@@ -155,3 +155,28 @@ def test_pending_and_decided_claims_share_one_set_of_columns(tiny, monkeypatch):
     decided = campaign.comparisons(fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3]}))
     pending = campaign.comparisons(fake_runs({"resnet18": [90.0]}))
     assert [list(r) for r in decided] == [list(r) for r in pending] == [list(decided[0])] * 2
+
+
+def test_a_transfer_run_waits_for_its_source_then_starts_from_its_best_weights(tiny, monkeypatch):
+    from dmcbook import transfer
+    monkeypatch.setattr(campaign, "PLAN", (
+        Spec("to-digits", "drstn_v5", chapters=("04_drstn",), init_from="drstn_v5"),
+        Spec("drstn_v5", "drstn_v5", chapters=("04_drstn",))))
+    starts, real = [], transfer.init_from_checkpoint
+    monkeypatch.setattr(transfer, "init_from_checkpoint", lambda net, source: starts.append(source) or real(net, source))
+    said = []
+    trained = campaign.run("04_drstn", seeds=(1,), root=tiny, say=said.append)
+    # the transfer comes first in the plan, but waits; the next call finds its source finished
+    assert trained == ["drstn_v5-seed1"] and any("to-digits-seed1: waits for drstn_v5-seed1" in s for s in said)
+    assert campaign.run("04_drstn", seeds=(1,), root=tiny, say=said.append) == ["to-digits-seed1"]
+    assert starts == [tiny / "campaign" / "converge" / "drstn_v5-seed1" / "best.pt"]
+
+
+def test_a_first_epoch_claim_compares_the_first_epoch(tiny, monkeypatch):
+    monkeypatch.setattr(campaign, "CLAIMS", (Claim("04_drstn", "drstn_v5", "resnet18", "t", measure="first"),))
+    runs = fake_runs({"resnet18": [95.0, 95.0, 95.0], "drstn_v5": [90.0, 90.0, 90.0]})
+    for name, history in runs.items():  # V5 ahead after one epoch, behind at the end
+        history["epochs"] = [{"test_acc": (0.6 if name.startswith("drstn") else 0.3) + 0.01 * int(name[-1])}]
+    (row,) = campaign.comparisons(runs)
+    assert row["claim"].endswith("(first epoch)") and row["verdict"] == "supported"
+    assert row["difference (points)"] == pytest.approx(30.0)
