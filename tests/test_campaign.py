@@ -180,3 +180,16 @@ def test_a_first_epoch_claim_compares_the_first_epoch(tiny, monkeypatch):
     (row,) = campaign.comparisons(runs)
     assert row["claim"].endswith("(first epoch)") and row["verdict"] == "supported"
     assert row["difference (points)"] == pytest.approx(30.0)
+
+
+def test_the_cli_runs_the_plan_and_reports_its_status(tiny, monkeypatch, capsys):
+    from dmcbook.cli import main
+    monkeypatch.setattr(campaign, "find_project_root", lambda: tiny)
+    main(["campaign", "status", "--chapter", "05_head_to_head", "--seeds", "0"])
+    assert capsys.readouterr().out.splitlines() == ["0 runs finished (0 CPU-minutes of training), 1 pending",
+                                                    "  pending drstn_v5-seed0"]
+    main(["campaign", "run", "--chapter", "05_head_to_head", "--seeds", "0"])
+    assert "drstn_v5-seed0: finished" in capsys.readouterr().out
+    assert (tiny / "results" / "campaign" / "converge" / "drstn_v5-seed0" / "history.json").exists()
+    main(["campaign", "status", "--seeds", "0"])
+    assert capsys.readouterr().out.startswith("1 runs finished")
