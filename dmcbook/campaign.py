@@ -222,6 +222,18 @@ MAIN_CLAIMS = tuple(c for c in CLAIMS if (c.variant, c.baseline) in {
     ("dmcnet34", "resnet34"), ("gdfrnet", "resnet34"), ("resneskt50", "resnet50"), ("drstn_v5", "resnet18")})
 
 
+# The papers' accuracy (%) for the configurations they report, with the data set they used.
+PAPER_ACC = {
+    "dmcnet34": "96.85 (CIFAR-10)", "dmcnet34-mask1": "95.67 (CIFAR-10)", "dmcnet34-mask4": "96.38 (CIFAR-10)",
+    "dmcnet34-aeA": "96.56 (CIFAR-10)", "resnet34": "96.46 (CIFAR-10, GDFRNet's net2)",
+    "gdfrnet": "96.88 (CIFAR-10)", "gdfrnet-net3": "96.58 (CIFAR-10)", "gdfrnet-net4": "96.56 (CIFAR-10)",
+    "resneskt50": "81.39 (ImageNet-10)", "resnest50": "80.06 (ImageNet-10)", "resnet50": "75.06 (ImageNet-10)",
+    "resnet18": "84.84 (CIFAR-10)", "drstn_v1": "89.62 (CIFAR-10)", "drstn_v2": "89.44 (CIFAR-10)",
+    "drstn_v3": "91.72 (CIFAR-10)", "drstn_v4": "91.19 (CIFAR-10)",
+    "drstn_v5": "92.29 (CIFAR-10); 93.15 (Fashion-MNIST, after transfer)",
+}
+
+
 def _finals(done: dict, variant: str, measure: str = "final") -> dict[int, float]:
     """Test accuracy (%) by seed of ``variant``'s finished runs: after the last epoch
     (``final``) or the first (``first``)."""
@@ -269,7 +281,8 @@ def comparisons(done: dict, chapter: str | None = None, claims=None) -> list[dic
 
 def results_table(done: dict, chapter: str | None = None) -> list[dict]:
     """One row per configuration of ``chapter`` with finished runs: parameters, final and best
-    test accuracy (mean ± std over seeds, %), seeds, CPU-minutes per run and precision."""
+    test accuracy (mean ± std over seeds, %), seeds, the paper's accuracy where it reports one
+    (on its own data), CPU-minutes per run and precision."""
     import statistics
     from .experiments import mean_std
     rows = []
@@ -279,8 +292,9 @@ def results_table(done: dict, chapter: str | None = None) -> list[dict]:
             continue
         rows.append({"configuration": spec.variant, "data": runs[0]["config"]["dataset"],
                      "params (M)": round(runs[0]["config"]["parameters"] / 1e6, 3),
-                     "final acc %": mean_std([h["final_test_acc"] for h in runs]),
+                     "final acc % (converge)": mean_std([h["final_test_acc"] for h in runs]),
                      "best acc %": mean_std([h["best_test_acc"] for h in runs]), "seeds": len(runs),
+                     "paper %": PAPER_ACC.get(spec.variant),
                      "CPU-min / run": round(statistics.mean(h["train_time"] for h in runs) / 60, 1),
                      "precision": runs[0]["engine"]["precision"]})
     return rows

@@ -193,3 +193,13 @@ def test_the_cli_runs_the_plan_and_reports_its_status(tiny, monkeypatch, capsys)
     assert (tiny / "results" / "campaign" / "converge" / "drstn_v5-seed0" / "history.json").exists()
     main(["campaign", "status", "--seeds", "0"])
     assert capsys.readouterr().out.startswith("1 runs finished")
+
+
+def test_results_rows_state_seeds_cost_precision_and_the_papers_number(tiny):
+    runs = fake_runs({"drstn_v5": [90.0, 92.0]})
+    for history in runs.values():
+        history.update(config={"dataset": "digits", "parameters": 181_000}, best_test_acc=0.95, train_time=120.0,
+                       engine={"precision": "bf16-autocast"})
+    (row,) = campaign.results_table(runs, "04_drstn")
+    assert row["final acc % (converge)"] == "91.00 ± 1.41" and row["seeds"] == 2 and row["CPU-min / run"] == 2.0
+    assert row["paper %"].startswith("92.29 (CIFAR-10)") and row["precision"] == "bf16-autocast"
