@@ -41,6 +41,8 @@ class Spec:
     chapters: tuple = ()
     dataset: str | None = None    # None: the campaign's DATASET
     init_from: str | None = None  # parameter transfer from this variant's best weights, same seed
+    recipe: dict = field(default_factory=dict)  # changes to the converge recipe
+    seeds: tuple | None = None    # None: the campaign's seeds (and extra ones for close calls)
 
 
 H2H = "05_head_to_head"
@@ -52,6 +54,8 @@ PLAN = (
     # DRSTN Sec. 4.3 offline: V5 from all of Fashion-MNIST to scikit-learn's digits, against scratch.
     Spec("digits-scratch", "drstn_v5", chapters=("04_drstn",), dataset="digits"),
     Spec("digits-transfer", "drstn_v5", chapters=("04_drstn",), dataset="digits", init_from="drstn_v5"),
+    # What twice the epochs would buy: the budget's own convergence check (one seed).
+    Spec("resnet18-20ep", "resnet18", chapters=(H2H,), recipe={"epochs": 20}, seeds=(0,)),
     Spec("resnet34", "resnet34", chapters=("01_dmcnet", "02_gdfrnet", H2H)),
     Spec("dmcnet34", "dmcnet34", chapters=("01_dmcnet", H2H)),
     # FRM's r divides the stage width: at width 16 the paper's r = 32 (at width 64) becomes r = 8,
@@ -92,6 +96,12 @@ def session(root: Path | None = None, device=None) -> Session:
                    Path(tempfile.gettempdir()))
 
 
+def compared(chapter: str | None = None) -> list[Spec]:
+    """The specs of ``chapter`` trained under the shared recipe itself (not the calibration runs
+    that change it), which are the ones set side by side."""
+    return [spec for spec in specs(chapter) if not spec.recipe]
+
+
 def run_name(spec: Spec, seed: int) -> str:
     return f"{spec.variant}-seed{seed}"
 
@@ -112,7 +122,10 @@ def _finished(folder: Path, variant: str) -> dict:
 
 
 def wanted_seeds(spec: Spec, done: dict, seeds=SEEDS) -> tuple[int, ...]:
-    """``seeds``, plus two more when a claim ``spec`` takes part in is a close call after them."""
+    """``seeds``, plus two more when a claim ``spec`` takes part in is a close call after them;
+    a spec with seeds of its own keeps those."""
+    if spec.seeds is not None:
+        return tuple(spec.seeds)
     close = any(close_call(done, c, seeds) for c in CLAIMS if spec.variant in (c.variant, c.baseline))
     return (*seeds, max(seeds) + 1, max(seeds) + 2) if close else tuple(seeds)
 
@@ -167,7 +180,7 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
         say(f"[campaign] {name}: {spec.model} {spec.options or ''}")
         try:
             history = run_experiment(campaign, name, spec.model, seed=int(seed), model_options=dict(spec.options),
-                                     dataset=spec.dataset, init=init)
+                                     dataset=spec.dataset, init=init, recipe_overrides=dict(spec.recipe))
         except RunFolderError as err:  # another process holds it, or it is another configuration
             say(f"[campaign] {name}: skipped ({err})")
             continue
@@ -315,7 +328,7 @@ def head_to_head(done: dict, chapter: str | None = H2H) -> list[dict]:
     accuracy over seeds (``acc`` and ``std`` in %, for plotting)."""
     import statistics
     rows = []
-    for spec in specs(chapter):
+    for spec in compared(chapter):
         finals = list(_finals(done, spec.variant).values())
         if not finals:
             continue

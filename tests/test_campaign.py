@@ -203,3 +203,14 @@ def test_results_rows_state_seeds_cost_precision_and_the_papers_number(tiny):
     (row,) = campaign.results_table(runs, "04_drstn")
     assert row["final acc % (converge)"] == "91.00 ± 1.41" and row["seeds"] == 2 and row["CPU-min / run"] == 2.0
     assert row["paper %"].startswith("92.29 (CIFAR-10)") and row["precision"] == "bf16-autocast"
+
+
+def test_a_calibration_spec_keeps_its_own_recipe_and_seeds_and_stays_out_of_the_comparison(tiny, monkeypatch):
+    longer = Spec("drstn_v5-2ep", "drstn_v5", chapters=("05_head_to_head",), recipe={"epochs": 2}, seeds=(0,))
+    monkeypatch.setattr(campaign, "PLAN", (*campaign.PLAN, longer))
+    assert campaign.run("05_head_to_head", root=tiny, say=lambda *_: None, limit=1) == ["drstn_v5-seed0"]
+    assert campaign.run("05_head_to_head", seeds=(0,), root=tiny, say=lambda *_: None) == ["drstn_v5-2ep-seed0"]
+    done, pending = campaign.collect("05_head_to_head", seeds=(0,), root=tiny)
+    assert len(done["drstn_v5-2ep-seed0"]["epochs"]) == 2 and len(done["drstn_v5-seed0"]["epochs"]) == 1
+    assert pending == [] and [s.variant for s in campaign.compared("05_head_to_head")] == ["drstn_v5"]
+    assert [r["model"] for r in campaign.head_to_head(done)] == ["drstn_v5"]
