@@ -379,6 +379,22 @@ def earns_its_cost(done: dict) -> list[dict]:
     return rows
 
 
+def convergence(done: dict, variants) -> list[dict]:
+    """Per variant with finished runs: epochs, seeds, mean and lowest final test accuracy (%), and
+    the largest gain over seeds in the last epoch and in the last two (points)."""
+    import statistics
+    rows = []
+    for variant in variants:
+        runs = [h for n, h in done.items() if n.rpartition("-seed")[0] == variant]
+        if runs:
+            finals = [100 * h["final_test_acc"] for h in runs]
+            rows.append({"network": variant, "epochs": len(runs[0]["epochs"]), "seeds": len(runs),
+                         "final %": statistics.mean(finals), "lowest %": min(finals),
+                         "last-epoch gain": max(plateau(h, 1) for h in runs),
+                         "last-2 gain": max(plateau(h, 2) for h in runs)})
+    return rows
+
+
 def plateau(history: dict, last: int = 2) -> float:
     """Test-accuracy points gained over the last ``last`` epochs (convergence: under 0.2)."""
     accs = [100 * e["test_acc"] for e in history["epochs"]]

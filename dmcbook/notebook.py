@@ -42,14 +42,17 @@ SHARED_RECIPE = "converge"
 
 def first_cell(chapter: str, paper_recipe: str, paper_dataset: str, cpu_recipe: str | None = None) -> str:
     """The source of a chapter's first code cell."""
-    cpu = f", cpu_recipe=\"{cpu_recipe}\"" if cpu_recipe else ""
+    call = f"session = setup(\"{chapter}\", paper_recipe=\"{paper_recipe}\", paper_dataset=\"{paper_dataset}\")"
+    if cpu_recipe:
+        call = (f"session = setup(\"{chapter}\", paper_recipe=\"{paper_recipe}\",\n"
+                f"                paper_dataset=\"{paper_dataset}\", cpu_recipe=\"{cpu_recipe}\")")
     return (
         "# Set-up. On Colab this installs the book's package first (Colab already has torch).\n"
         "import sys\n"
         "if \"google.colab\" in sys.modules:\n"
         f"    %pip install -q \"dmcbook @ git+{REPO_URL}\"\n"
         "from dmcbook.notebook import setup\n"
-        f"session = setup(\"{chapter}\", paper_recipe=\"{paper_recipe}\", paper_dataset=\"{paper_dataset}\"{cpu})"
+        + call
     )
 
 

@@ -214,3 +214,13 @@ def test_a_calibration_spec_keeps_its_own_recipe_and_seeds_and_stays_out_of_the_
     assert len(done["drstn_v5-2ep-seed0"]["epochs"]) == 2 and len(done["drstn_v5-seed0"]["epochs"]) == 1
     assert pending == [] and [s.variant for s in campaign.compared("05_head_to_head")] == ["drstn_v5"]
     assert [r["model"] for r in campaign.head_to_head(done)] == ["drstn_v5"]
+
+
+def test_convergence_rows_give_the_worst_seed_of_each_measure():
+    def run(*accs):
+        return {"final_test_acc": accs[-1], "epochs": [{"test_acc": a} for a in accs]}
+    done = {"r18-seed0": run(0.90, 0.92, 0.93), "r18-seed1": run(0.91, 0.915, 0.925), "x-seed0": run(0.5, 0.6)}
+    (row,) = campaign.convergence(done, ["r18", "missing"])
+    assert row["seeds"] == 2 and row["epochs"] == 3 and row["lowest %"] == pytest.approx(92.5)
+    assert row["final %"] == pytest.approx(92.75) and row["last-epoch gain"] == pytest.approx(1.0)
+    assert row["last-2 gain"] == pytest.approx(3.0)
