@@ -302,6 +302,7 @@ def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std
     the Pareto front as a line. ``costs`` maps a row key to its axis label; ``front(key)``
     returns the models on that cost's front, cheapest first. ``note`` goes under the figure."""
     import matplotlib.pyplot as plt
+    import matplotlib.ticker as mticker
     fig, axes = plt.subplots(1, len(costs), figsize=(PAGE_WIDTH, 3.2), sharey=True, layout="constrained")
     axes = np.atleast_1d(axes)
     by_model = {row["model"]: row for row in rows}
@@ -309,10 +310,17 @@ def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std
         for i, row in enumerate(rows):
             ax.errorbar(row[key], row[acc], yerr=row[std], fmt="o", color=f"C{i % 10}", ms=4, capsize=2,
                         label=row["model"] if ax is axes[0] else None)
+            ax.annotate(row["model"], (row[key], row[acc]), xytext=(3, 3), textcoords="offset points",
+                        fontsize=6, color=f"C{i % 10}")
         line = [by_model[m] for m in front(key)]
         ax.plot([r[key] for r in line], [r[acc] for r in line], "k--", lw=0.8,
                 label="Pareto front" if ax is axes[0] else None)
+        # a log axis (costs span a wide range) with plain tick labels at 1, 2 and 5 per decade
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+        ax.margins(x=0.15)
         ax.set_xlabel(label, fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("final test accuracy (%)")
