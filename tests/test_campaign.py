@@ -224,3 +224,12 @@ def test_convergence_rows_give_the_worst_seed_of_each_measure():
     assert row["seeds"] == 2 and row["epochs"] == 3 and row["lowest %"] == pytest.approx(92.5)
     assert row["final %"] == pytest.approx(92.75) and row["last-epoch gain"] == pytest.approx(1.0)
     assert row["last-2 gain"] == pytest.approx(3.0)
+
+
+def test_a_close_call_gets_its_verdict_only_with_its_two_extra_seeds(tiny):
+    three = fake_runs({"resnet18": [90.0, 91.0, 92.0], "drstn_v5": [90.5, 91.2, 91.9]})
+    (row,) = campaign.comparisons(three)
+    assert row["verdict"].startswith("pending") and row["seeds"] == "3 / 3 of 5"
+    five = fake_runs({"resnet18": [90.0, 91.0, 92.0, 91.0, 90.5], "drstn_v5": [90.5, 91.2, 91.9, 91.3, 90.6]})
+    (row,) = campaign.comparisons(five)
+    assert row["seeds"] == 5 and row["verdict"] in ("supported", "not resolved at this budget")
