@@ -108,10 +108,10 @@ RECIPES = {r.name: r for r in [
     Recipe("budget", epochs=4, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4,
            schedule="cosine", warmup_epochs=0.5, width=16, train_subset=10000,
            note="CPU budget: reduced stage widths, a subset of the training images and few epochs (the fields say how many)"),
-    Recipe("converge", epochs=10, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
+    Recipe("converge", epochs=20, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
            schedule="cosine", warmup_epochs=1, label_smoothing=0.1, width=16,
            note="the converged comparisons' shared CPU budget: all 60 000 Fashion-MNIST training images, "
-                "stage width 16, 10 epochs, SGD 0.1 with a one-epoch warm-up and cosine decay, label smoothing 0.1, "
+                "stage width 16, 20 epochs, SGD 0.1 with a one-epoch warm-up and cosine decay, label smoothing 0.1, "
                 "3-pixel crops and flips; one recipe for every model (dmcbook.campaign)"),
     Recipe("smoke", epochs=1, batch_size=32, lr=0.05, schedule="cosine", width=8, train_subset=128,
            test_subset=128, note="CI smoke test: seconds, not a result"),
