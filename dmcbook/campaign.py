@@ -129,8 +129,8 @@ def wanted_seeds(spec: Spec, done: dict, seeds=SEEDS) -> tuple[int, ...]:
     a spec with seeds of its own keeps those."""
     if spec.seeds is not None:
         return tuple(spec.seeds)
-    close = any(close_call(done, c, seeds) for c in CLAIMS if spec.variant in (c.variant, c.baseline))
-    return (*seeds, max(seeds) + 1, max(seeds) + 2) if close else tuple(seeds)
+    return max((claim_seeds(done, c, seeds) for c in CLAIMS if spec.variant in (c.variant, c.baseline)),
+               key=len, default=tuple(seeds))
 
 
 def collect(chapter: str | None = None, seeds=SEEDS, root: Path | None = None) -> tuple[dict, list[str]]:
@@ -270,6 +270,11 @@ def close_call(done: dict, claim: Claim, seeds=SEEDS) -> bool:
     return abs(statistics.mean(a) - statistics.mean(b)) < spread
 
 
+def claim_seeds(done: dict, claim: Claim, seeds=SEEDS) -> tuple[int, ...]:
+    """The seeds ``claim`` needs on both sides: ``seeds``, and two more for a close call."""
+    return (*seeds, max(seeds) + 1, max(seeds) + 2) if close_call(done, claim, seeds) else tuple(seeds)
+
+
 def comparisons(done: dict, chapter: str | None = None, claims=None) -> list[dict]:
     """One row per claim of ``chapter`` (of ``claims``): the paper's claim, the paired difference
     over the seeds both configurations have, its 95 % interval and the verdict, once both have
@@ -284,7 +289,7 @@ def comparisons(done: dict, chapter: str | None = None, claims=None) -> list[dic
         when = "" if claim.measure == "final" else f" ({claim.measure} epoch)"
         row = {"claim": f"{claim.variant} {'>' if claim.better else '<'} {claim.baseline}{when}",
                "paper": claim.paper}
-        needed = (*SEEDS, max(SEEDS) + 1, max(SEEDS) + 2) if close_call(done, claim) else SEEDS
+        needed = claim_seeds(done, claim)
         if all(s in a and s in b for s in needed):
             diff = paired_difference(a, b)
             row.update({"seeds": len(diff["seeds"]), "difference (points)": round(diff["mean"], 2),
