@@ -125,12 +125,14 @@ def _finished(folder: Path, variant: str) -> dict:
 
 
 def wanted_seeds(spec: Spec, done: dict, seeds=SEEDS) -> tuple[int, ...]:
-    """``seeds``, plus two more when a claim ``spec`` takes part in is a close call after them;
-    a spec with seeds of its own keeps those."""
+    """``seeds``, plus two more when a claim ``spec`` takes part in is a close call after them,
+    or when a run that starts from ``spec``'s weights (``init_from``) needs those seeds; a spec
+    with seeds of its own keeps those."""
     if spec.seeds is not None:
         return tuple(spec.seeds)
-    return max((claim_seeds(done, c, seeds) for c in CLAIMS if spec.variant in (c.variant, c.baseline)),
-               key=len, default=tuple(seeds))
+    claims = [claim_seeds(done, c, seeds) for c in CLAIMS if spec.variant in (c.variant, c.baseline)]
+    transfers = [wanted_seeds(d, done, seeds) for d in PLAN if d.init_from == spec.variant]
+    return max(claims + transfers, key=len, default=tuple(seeds))
 
 
 def collect(chapter: str | None = None, seeds=SEEDS, root: Path | None = None) -> tuple[dict, list[str]]:

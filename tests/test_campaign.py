@@ -78,6 +78,20 @@ def test_a_close_call_earns_two_more_seeds_and_a_clear_gap_does_not(tiny):
     assert campaign.wanted_seeds(spec, fake_runs({"resnet18": [90.0, 91.0]})) == (0, 1, 2)
 
 
+def test_a_transfer_source_gets_the_extra_seeds_its_transfer_needs():
+    def digits(variant, first, finals):
+        return {f"{variant}-seed{s}": {"status": "finished", "final_test_acc": acc / 100,
+                                       "epochs": [{"test_acc": first / 100}]}
+                for s, acc in enumerate(finals)}
+    clear = fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3],
+                       "drstn_v1": [88.0, 88.1, 88.2]})
+    source = next(spec for spec in campaign.PLAN if spec.variant == "drstn_v5")
+    assert campaign.wanted_seeds(source, clear) == (0, 1, 2)
+    close = clear | digits("digits-scratch", 10.0, [99.2, 99.4, 99.7]) \
+        | digits("digits-transfer", 60.0, [99.4, 99.7, 99.4])
+    assert campaign.wanted_seeds(source, close) == (0, 1, 2, 3, 4)
+
+
 def test_claims_get_a_verdict_only_with_all_their_seeds(tiny):
     rows = campaign.comparisons(fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3]}))
     assert rows[0]["verdict"] == "supported" and rows[0]["seeds"] == 3
