@@ -9,7 +9,10 @@ Each process trains the first run of the plan that is neither finished nor held 
 process (a run folder's lock says which), resumes an interrupted run where its checkpoint
 left it, and goes on until the plan is done. Histories land in ``results/campaign/converge/``
 and are committed as they finish; a chapter reads them with :func:`collect` and retrains
-nothing, listing what is still pending. All chapters share one folder, so a baseline that
+nothing, listing what is still pending. A run can take longer than one working session (a
+checkout lasts one), so git carries an unfinished run's ``checkpoint.pt`` to the next checkout
+(the project's ``.gitignore`` keeps only these checkpoints) and :func:`run` deletes it once the
+run has finished: commit a stopped run's folder whole and it resumes where it stopped. All chapters share one folder, so a baseline that
 several chapters compare with (ResNet-34) is trained once.
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .train import get_recipe, pick_device
 RECIPE = SHARED_RECIPE
 DATASET = "fashion-mnist"
 SEEDS = (0, 1, 2)
+RESUME_FILES = ("checkpoint.pt", "checkpoint.pt.sha256")  # committed while a run is unfinished
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,26 @@ def collect(chapter: str | None = None, seeds=SEEDS, root: Path | None = None) -
     return {n: h for n, h in done.items() if n.rpartition("-seed")[0] in variants}, pending
 
 
+def drop_resume_checkpoint(folder: Path) -> None:
+    """Delete a finished run's ``checkpoint.pt`` (and its digest): the history holds what the
+    book reads, and git would otherwise carry megabytes that nothing resumes from. ``best.pt``
+    stays on this machine (git ignores it) for the transfers that start from it."""
+    for name in RESUME_FILES:
+        (folder / name).unlink(missing_ok=True)
+
+
+def progress(pending: list[str], root: Path | None = None) -> dict[str, str]:
+    """For each pending run that has begun: ``"<done>/<epochs> epochs"``, from its history."""
+    folder = session(root, "cpu").results_dir
+    started = {}
+    for name in pending:
+        path = folder / name / "history.json"
+        if path.exists():
+            history = json.loads(path.read_text())
+            started[name] = f"{len(history['epochs'])}/{history['config']['recipe']['epochs']} epochs"
+    return started
+
+
 def _transfer(net, source: Path) -> None:
     from .transfer import init_from_checkpoint
     init_from_checkpoint(net, source)
@@ -191,6 +215,8 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
             continue
         say(f"[campaign] {name}: {history.history['status']}, final test accuracy "
             f"{100 * history.history['final_test_acc']:.2f} %")
+        if history.history["status"] == "finished":
+            drop_resume_checkpoint(campaign.results_dir / name)
         trained.append(name)
     return trained
 

@@ -189,8 +189,9 @@ def cmd_campaign(args) -> None:
     done, pending = campaign.collect(args.chapter, seeds=args.seeds)
     minutes = sum(h["train_time"] for h in done.values()) / 60
     print(f"{len(done)} runs finished ({minutes:.0f} CPU-minutes of training), {len(pending)} pending")
+    started = campaign.progress(pending)
     for name in pending:
-        print(f"  pending {name}")
+        print(f"  pending {name}" + (f" ({started[name]} done; resumes from its checkpoint)" if name in started else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:

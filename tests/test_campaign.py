@@ -247,3 +247,41 @@ def test_a_close_call_gets_its_verdict_only_with_its_two_extra_seeds(tiny):
     five = fake_runs({"resnet18": [90.0, 91.0, 92.0, 91.0, 90.5], "drstn_v5": [90.5, 91.2, 91.9, 91.3, 90.6]})
     (row,) = campaign.comparisons(five)
     assert row["seeds"] == 5 and row["verdict"] in ("supported", "not resolved at this budget")
+
+
+def test_an_unfinished_run_resumes_in_a_new_checkout_from_what_git_carries(tiny, monkeypatch, tmp_path_factory):
+    import dataclasses
+    import shutil
+    monkeypatch.setitem(RECIPES, "converge", dataclasses.replace(RECIPES["converge"], epochs=2))
+    fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda self: fit(self, stop_after=1))  # the session ends after epoch 1
+    campaign.run("04_drstn", seeds=(0,), root=tiny, limit=1, say=lambda *_: None)
+    stopped = tiny / "campaign" / "converge" / "resnet18-seed0"
+    assert campaign.progress(["resnet18-seed0", "drstn_v5-seed0"], root=tiny) == {"resnet18-seed0": "1/2 epochs"}
+    checkout = tmp_path_factory.mktemp("next_checkout")  # holds only the files git keeps
+    carried = checkout / "campaign" / "converge" / "resnet18-seed0"
+    carried.mkdir(parents=True)
+    for name in ("history.json", *campaign.RESUME_FILES):
+        shutil.copy(stopped / name, carried / name)
+    monkeypatch.setattr(Trainer, "fit", fit)
+    campaign.run("04_drstn", seeds=(0,), root=checkout, limit=1, say=lambda *_: None)
+    history = json.loads((carried / "history.json").read_text())
+    first = json.loads((stopped / "history.json").read_text())["epochs"][0]
+    assert history["status"] == "finished" and [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert history["epochs"][0] == first  # resumed, not retrained
+    assert not any((carried / name).exists() for name in campaign.RESUME_FILES)
+
+
+def test_git_keeps_a_campaign_runs_checkpoint_and_ignores_every_other_one():
+    import shutil
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def ignored(path):
+        return subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=root).returncode == 0
+    run = "results/campaign/converge/resnet18-seed0/"
+    assert not ignored(run + "checkpoint.pt") and not ignored(run + "checkpoint.pt.sha256")
+    assert ignored(run + "best.pt") and ignored("results/04_drstn/budget/resnet18/checkpoint.pt")
