@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,15 +180,17 @@ def _transfer(net, source: Path) -> None:
 
 
 def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, device=None,
-        limit: int | None = None, say=print) -> list[str]:
+        limit: int | None = None, deadline: float | None = None, say=print) -> list[str]:
     """Train the plan's pending runs in order, skipping runs that another process holds or that
     diverged; return the names trained here. The plan is read again after every run, so a
-    close call found meanwhile gets its extra seeds."""
+    close call found meanwhile gets its extra seeds. ``deadline`` (a ``time.time()``) starts no
+    run after it and stops the run in hand, resumable, before an epoch that would end after it:
+    a working session that ends at a known time keeps every finished epoch."""
     from .experiments import run_experiment
     campaign = session(root, device)
     by_variant = {spec.variant: spec for spec in PLAN}
     trained, passed = [], set()
-    while limit is None or len(trained) < limit:
+    while (limit is None or len(trained) < limit) and (deadline is None or time.time() < deadline):
         _, pending = collect(chapter, seeds, root)
         todo = [n for n in pending if n not in passed]
         if not todo:
@@ -209,12 +212,13 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
         say(f"[campaign] {name}: {spec.model} {spec.options or ''}")
         try:
             history = run_experiment(campaign, name, spec.model, seed=int(seed), model_options=dict(spec.options),
-                                     dataset=spec.dataset, init=init, recipe_overrides=dict(spec.recipe))
+                                     dataset=spec.dataset, init=init, recipe_overrides=dict(spec.recipe),
+                                     deadline=deadline)
         except RunFolderError as err:  # another process holds it, or it is another configuration
             say(f"[campaign] {name}: skipped ({err})")
             continue
-        say(f"[campaign] {name}: {history.history['status']}, final test accuracy "
-            f"{100 * history.history['final_test_acc']:.2f} %")
+        say(f"[campaign] {name}: {history.history['status']} after {len(history.history['epochs'])} epochs, "
+            f"test accuracy {100 * history.history['final_test_acc']:.2f} %")
         if history.history["status"] == "finished":
             drop_resume_checkpoint(campaign.results_dir / name)
         trained.append(name)

@@ -6,6 +6,7 @@ import json
 import math
 import shlex
 import sys
+import time
 
 from . import distributed
 from .data import DatasetUnavailable, get_data, list_datasets
@@ -183,7 +184,9 @@ def cmd_bench(args) -> None:
 def cmd_campaign(args) -> None:
     from . import campaign
     if args.action == "run":
-        trained = campaign.run(args.chapter, seeds=args.seeds, device=args.device, limit=args.limit)
+        deadline = None if args.minutes is None else time.time() + 60 * args.minutes
+        trained = campaign.run(args.chapter, seeds=args.seeds, device=args.device, limit=args.limit,
+                               deadline=deadline)
         print(f"[campaign] trained {len(trained)} runs here; status: python -m dmcbook campaign status")
         return
     done, pending = campaign.collect(args.chapter, seeds=args.seeds)
@@ -253,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     campaign.add_argument("--chapter", help="only the runs this chapter reads (e.g. 04_drstn, 05_head_to_head)")
     campaign.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     campaign.add_argument("--limit", type=_positive_int, help="stop after training this many runs")
+    campaign.add_argument("--minutes", type=_positive_int,
+                          help="stop before this many minutes have passed, at the end of an epoch (resumable)")
     campaign.add_argument("--device", type=_device)
     campaign.set_defaults(func=cmd_campaign)
     return parser

@@ -99,7 +99,7 @@ def _finished_run(out_dir: Path, net: nn.Module, expected: dict, ship: bool) -> 
 def run_experiment(session, name: str, model: str, seed: int = 0, model_options: dict | None = None,
                    recipe_overrides: dict | None = None, data_options: dict | None = None,
                    dataset: str | None = None, stem: str = "cifar", init=None, progress="epochs",
-                   ship_weights: bool = False) -> Experiment:
+                   ship_weights: bool = False, deadline: float | None = None) -> Experiment:
     """Train ``model`` for the session's mode and write ``<results_dir>/<name>/history.json``.
 
     A finished run is never retrained: its model comes from its shipped ``weights.safetensors``
@@ -109,7 +109,8 @@ def run_experiment(session, name: str, model: str, seed: int = 0, model_options:
     the history (committed with it; ship only what a chapter inspects). In smoke mode the
     results folder is a scratch one, and a stale run there is replaced. The recipe's ``width``
     applies unless ``model_options`` sets its own. ``init`` is an optional function called with
-    the new model before training (e.g. a transfer of weights).
+    the new model before training (e.g. a transfer of weights). ``deadline`` (a ``time.time()``)
+    may stop the run unfinished and resumable (:meth:`dmcbook.train.Trainer.fit`).
     """
     recipe = get_recipe(session.recipe, **(recipe_overrides or {}))
     dataset = dataset or session.dataset
@@ -143,9 +144,10 @@ def run_experiment(session, name: str, model: str, seed: int = 0, model_options:
                 raise
     trainer = Trainer(net, data, recipe, out_dir=out_dir, seed=seed, device=session.device,
                       resume=not scratch, overwrite=scratch, progress=progress, run_config=run_config)
-    history = trainer.fit()
+    history = trainer.fit(deadline=deadline)
     with run_lock(out_dir):
-        history["weights"] = save_shipped_weights(net, out_dir) if ship_weights else None
+        finished = history["status"] == "finished"
+        history["weights"] = save_shipped_weights(net, out_dir) if ship_weights and finished else None
         save_json(history, out_dir / "history.json")
     return Experiment(name, history, net, data, out_dir)
 

@@ -565,14 +565,19 @@ class Trainer:
         loss, correct, count = distributed.all_sum(sums, self.device).tolist()
         return dict(loss=loss / count, acc=correct / count)
 
-    def fit(self, stop_after: int | None = None) -> dict:
+    def fit(self, stop_after: int | None = None, deadline: float | None = None) -> dict:
         """Train to the recipe's last epoch (or only up to epoch ``stop_after``, to simulate an
-        interruption) and return the history. The run folder is locked meanwhile."""
+        interruption) and return the history. The run folder is locked meanwhile. ``deadline``
+        (a ``time.time()``) stops the run, resumable, before an epoch that the last epoch's
+        duration says would end after it; a fresh run trains its first epoch whenever it starts
+        before the deadline."""
+        if deadline is not None and self.dist.active:
+            raise ValueError("deadline is not supported under torchrun: each process would judge it by its own clock")
         if self.out_dir is None:
-            return self._fit(stop_after)
+            return self._fit(stop_after, deadline)
         with run_lock(self.out_dir):
             self._check_unchanged()
-            return self._fit(stop_after)
+            return self._fit(stop_after, deadline)
 
     def _check_finite(self, epoch: int, test_loss: float) -> None:
         """A spike at an epoch's last step shows only here: in the test loss or the weights."""
@@ -584,9 +589,14 @@ class Trainer:
         if not math.isfinite(test_loss):
             raise TrainingDiverged(_diverged(f"after epoch {epoch + 1} the test loss is {test_loss}", epoch))
 
-    def _fit(self, stop_after: int | None) -> dict:
+    def _fit(self, stop_after: int | None, deadline: float | None) -> dict:
         last = self.recipe.epochs if stop_after is None else min(stop_after, self.recipe.epochs)
+        # An epoch's length: the last one timed here, else the training time a resumed history records.
+        epoch_seconds = self.history["epochs"][-1]["train_time"] if self.history["epochs"] else 0.0
         for epoch in range(self.start_epoch, last):
+            if deadline is not None and time.time() + epoch_seconds > deadline:
+                break
+            started = time.time()
             try:
                 record = self._train_epoch(epoch)
                 test = self._evaluate()
@@ -605,6 +615,7 @@ class Trainer:
             self._summarise(finished)
             self._save(epoch, is_best)
             self.start_epoch = epoch + 1
+            epoch_seconds = time.time() - started
             if self.progress and self.dist.is_main:
                 # tqdm.write keeps a running bar intact; "epochs" prints plain lines (no widget, no \r)
                 (tqdm.write if self.progress == "bar" else functools.partial(print, flush=True))(

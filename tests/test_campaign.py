@@ -1,6 +1,7 @@
 """The converged comparisons (issue 12): the plan builds, runs are made once and read back, a
 close call earns two more seeds, and claims get verdicts only with all their seeds."""
 import json
+import time
 
 import pytest
 
@@ -249,13 +250,18 @@ def test_a_close_call_gets_its_verdict_only_with_its_two_extra_seeds(tiny):
     assert row["seeds"] == 5 and row["verdict"] in ("supported", "not resolved at this budget")
 
 
-def test_an_unfinished_run_resumes_in_a_new_checkout_from_what_git_carries(tiny, monkeypatch, tmp_path_factory):
+def test_a_deadline_stops_the_campaign_and_its_run_resumes_in_a_new_checkout_from_what_git_carries(tiny, monkeypatch, tmp_path_factory):
     import dataclasses
     import shutil
     monkeypatch.setitem(RECIPES, "converge", dataclasses.replace(RECIPES["converge"], epochs=2))
-    fit = Trainer.fit
-    monkeypatch.setattr(Trainer, "fit", lambda self: fit(self, stop_after=1))  # the session ends after epoch 1
-    campaign.run("04_drstn", seeds=(0,), root=tiny, limit=1, say=lambda *_: None)
+    train_epoch = Trainer._train_epoch
+
+    def slow_epoch(self, epoch):  # two seconds an epoch: the deadline leaves room for one, not two
+        time.sleep(2)
+        return train_epoch(self, epoch)
+    monkeypatch.setattr(Trainer, "_train_epoch", slow_epoch)
+    campaign.run("04_drstn", seeds=(0,), root=tiny, limit=1, deadline=time.time() + 3, say=lambda *_: None)
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
     stopped = tiny / "campaign" / "converge" / "resnet18-seed0"
     assert campaign.progress(["resnet18-seed0", "drstn_v5-seed0"], root=tiny) == {"resnet18-seed0": "1/2 epochs"}
     checkout = tmp_path_factory.mktemp("next_checkout")  # holds only the files git keeps
@@ -263,7 +269,6 @@ def test_an_unfinished_run_resumes_in_a_new_checkout_from_what_git_carries(tiny,
     carried.mkdir(parents=True)
     for name in ("history.json", *campaign.RESUME_FILES):
         shutil.copy(stopped / name, carried / name)
-    monkeypatch.setattr(Trainer, "fit", fit)
     campaign.run("04_drstn", seeds=(0,), root=checkout, limit=1, say=lambda *_: None)
     history = json.loads((carried / "history.json").read_text())
     first = json.loads((stopped / "history.json").read_text())["epochs"][0]
