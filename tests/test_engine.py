@@ -91,3 +91,25 @@ def test_a_ddp_wrapped_model_is_trained_and_saved_as_the_plain_module(digits, tm
     trainer.fit()
     state = engine.load_checkpoint(tmp_path / "checkpoint.pt", small_model())["model"]
     assert not any(key.startswith("module.") for key in state)
+
+
+def test_depthwise_convs_compute_in_fp32_under_cpu_bf16_and_are_plain_convs_otherwise():
+    from dmcbook.models.common import DepthwiseConv2d
+    torch.manual_seed(0)
+    depthwise = DepthwiseConv2d(6, 3, stride=2, padding=1, bias=False)
+    plain = nn.Conv2d(6, 6, 3, 2, 1, groups=6, bias=False)
+    plain.load_state_dict(depthwise.state_dict())  # the same parameters under the same names
+    x = torch.randn(2, 6, 9, 9)
+    assert torch.equal(depthwise(x), plain(x))
+    with torch.autocast("cpu", torch.bfloat16):
+        fast, slow = depthwise(x), plain(x)
+    assert slow.dtype == torch.bfloat16 and fast.dtype == torch.float32
+    assert torch.equal(fast, plain(x))
+
+
+def test_the_papers_depthwise_convs_are_the_fp32_ones():
+    from dmcbook.models.common import DepthwiseConv2d
+    for name, options, expected in (("gdfrnet", dict(r=8), 18), ("dmcnet34", {}, 3)):
+        net = dmcbook.create_model(name, 10, 1, "cifar", width=16, **options)
+        depthwise = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1]
+        assert len(depthwise) == expected and all(isinstance(m, DepthwiseConv2d) for m in depthwise), name

@@ -4,11 +4,30 @@ from __future__ import annotations
 
 from typing import Sequence, Type
 
+import torch
 from torch import nn
 
 from ..checks import check_choice
 
 SHORTCUTS = ("conv", "avgpool")
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise convolution (``groups`` = channels: one filter per channel), an ``nn.Conv2d``
+    with the same parameters and state dict, that computes in fp32 where a CPU autocast would
+    run it in bf16. oneDNN's bf16 depthwise kernels (torch 2.14-2.15, AMX CPU) took 4-25x longer
+    than fp32 for a training step's forward and gradients here, and GDFRNet's 18 depthwise convs
+    took a third of its step; a depthwise conv has few MACs, so fp32 costs nothing. On GPUs and
+    outside autocast it is a plain ``nn.Conv2d``."""
+
+    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True):
+        super().__init__(channels, channels, kernel_size, stride, padding, groups=channels, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
 
 
 def make_stem(stem: str, in_chans: int, out_chans: int, deep: bool = False) -> nn.Sequential:

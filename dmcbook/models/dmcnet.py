@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
-from .common import ResNet, scaled_widths
+from .common import DepthwiseConv2d, ResNet, scaled_widths
 from ..checks import check_choice
 from .registry import register_model
 
@@ -227,7 +227,7 @@ class AE(nn.Module):
         t = int(abs(math.log2(channels) + 1) / 2)
         k = max(t if t % 2 else t + 1, 3)
         self.value = nn.Sequential(nn.Conv2d(channels, channels, 1),
-                                   nn.Conv2d(channels, channels, 3, padding=1, groups=channels))
+                                   DepthwiseConv2d(channels, 3, padding=1))
         self.pixel_gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, channels, 1), nn.Sigmoid())
         self.channel_conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
         self.mlp = nn.Sequential(nn.Conv2d(2 * channels, hidden, 1), nn.GELU(), nn.Conv2d(hidden, channels, 1))

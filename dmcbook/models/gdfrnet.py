@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from .common import ResNet, init_weights, scaled_widths
+from .common import DepthwiseConv2d, ResNet, init_weights, scaled_widths
 from ..checks import check_choice
 from .registry import register_model
 
@@ -28,9 +28,10 @@ BRANCH_DEPTHS = {"A": 0, "B": 1, "C": 2, "D": 3}  # Table 6: number of FGCM+FOM 
 VARIANTS = ("net1", "net2", "net3", "net4", "net5")  # Table 9
 
 
-def _conv_bn(in_chans, out_chans, kernel_size=1, stride=1, groups=1, act=True):
-    layers = [nn.Conv2d(in_chans, out_chans, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
-              nn.BatchNorm2d(out_chans)]
+def _conv_bn(in_chans, out_chans, kernel_size=1, stride=1, depthwise=False, act=True):
+    conv = (DepthwiseConv2d(in_chans, kernel_size, stride, kernel_size // 2, bias=False) if depthwise else
+            nn.Conv2d(in_chans, out_chans, kernel_size, stride, kernel_size // 2, bias=False))
+    layers = [conv, nn.BatchNorm2d(out_chans)]
     if act:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
@@ -98,7 +99,7 @@ class FRM(nn.Module):
             raise ValueError(f"FRM needs an even channel count for its C/2 pointwise conv; got C={channels}")
         self.r, self.k, self.upsample = r, k, upsample
         self.reconstruct = nn.Sequential(
-            _conv_bn(channels, channels, 3, 2, groups=channels if down == "depthwise" else 1),  # Eq. 2
+            _conv_bn(channels, channels, 3, 2, depthwise=down == "depthwise"),  # Eq. 2
             _conv_bn(channels, channels // 2),  # Eq. 3
             _conv_bn(channels // 2, channels),  # Eq. 4
         )
@@ -225,7 +226,7 @@ class OptimisationBranch(nn.Module):
                                       for i in range(levels))
         self.fom = nn.ModuleList(FOM(widths[i + 1]) for i in range(levels))
         c = widths[levels]
-        self.feedback = nn.Sequential(*(_conv_bn(c, c, 3, 2, groups=c, act=i < levels - 1) for i in range(levels)))
+        self.feedback = nn.Sequential(*(_conv_bn(c, c, 3, 2, depthwise=True, act=i < levels - 1) for i in range(levels)))
 
     def forward(self, feats):
         """``feats``: the outputs of layer1..layer(levels+1); returns what to add to the last one."""
