@@ -9,11 +9,14 @@ Each process trains the first run of the plan that is neither finished nor held 
 process (a run folder's lock says which), resumes an interrupted run where its checkpoint
 left it, and goes on until the plan is done. Histories land in ``results/campaign/converge/``
 and are committed as they finish; a chapter reads them with :func:`collect` and retrains
-nothing, listing what is still pending. A run can take longer than one working session (a
-checkout lasts one), so git carries an unfinished run's ``checkpoint.pt`` to the next checkout
-(the project's ``.gitignore`` keeps only these checkpoints) and :func:`run` deletes it once the
-run has finished: commit a stopped run's folder whole and it resumes where it stopped. All chapters share one folder, so a baseline that
-several chapters compare with (ResNet-34) is trained once.
+nothing, listing what is still pending and what it will cost (:func:`pending_costs`). All
+chapters share one folder, so a baseline that several chapters compare with (ResNet-34) is
+trained once.
+
+A run can take longer than one working session (a checkout lasts one), so git carries an
+unfinished run's ``checkpoint.pt`` to the next checkout (the project's ``.gitignore`` keeps
+only these checkpoints) and :func:`run` deletes it once the run has finished: give the workers
+a deadline (``--minutes``), commit a stopped run's folder whole, and it resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -162,16 +165,66 @@ def drop_resume_checkpoint(folder: Path) -> None:
         (folder / name).unlink(missing_ok=True)
 
 
-def progress(pending: list[str], root: Path | None = None) -> dict[str, str]:
-    """For each pending run that has begun: ``"<done>/<epochs> epochs"``, from its history."""
+def progress(pending: list[str], root: Path | None = None) -> dict[str, tuple[int, int]]:
+    """For each pending run that has begun: (epochs done, epochs), from its history."""
     folder = session(root, "cpu").results_dir
     started = {}
     for name in pending:
         path = folder / name / "history.json"
         if path.exists():
             history = json.loads(path.read_text())
-            started[name] = f"{len(history['epochs'])}/{history['config']['recipe']['epochs']} epochs"
+            started[name] = (len(history["epochs"]), history["config"]["recipe"]["epochs"])
     return started
+
+
+def estimate_minutes(done: dict, costs: dict | None) -> dict[str, tuple[float, str]]:
+    """CPU-minutes one run of each configuration takes (one thread, beside another run), and
+    what the figure rests on: the mean of its finished runs, else its training step's time as a
+    ratio to ResNet-18's (``costs``: results/performance/campaign_costs.json) times the minutes
+    per unit of that ratio that the finished configurations took, on average."""
+    import statistics
+    minutes = {}
+    for name, history in done.items():
+        minutes.setdefault(name.rpartition("-seed")[0], []).append(history["train_time"] / 60)
+    measured = {variant: statistics.mean(m) for variant, m in minutes.items()}
+    ratios = {}
+    if costs:
+        ratios = {row["configuration"]: row["step time ratio"] for row in costs["configurations"]}
+        ratios[costs["reference"]] = 1.0
+    per_unit = [measured[v] / ratio for v, ratio in ratios.items() if v in measured]
+    estimates = {}
+    for spec in PLAN:
+        if spec.variant in measured:
+            estimates[spec.variant] = (measured[spec.variant], "its finished runs")
+        elif spec.variant in ratios and per_unit:
+            estimates[spec.variant] = (ratios[spec.variant] * statistics.mean(per_unit),
+                                       f"its step: {ratios[spec.variant]:.2f} x ResNet-18's")
+    return estimates
+
+
+def pending_costs(pending: list[str], root: Path | None = None) -> list[dict]:
+    """One row per configuration with pending runs: how many, and the CPU-hours they still need
+    (:func:`estimate_minutes`, less the epochs a started run has done)."""
+    folder = session(root, "cpu").results_dir
+    costs_file = folder.parents[1] / "performance" / "campaign_costs.json"
+    costs = json.loads(costs_file.read_text()) if costs_file.exists() else None
+    estimates = estimate_minutes(collect(root=root)[0], costs)
+    started = progress(pending, root)
+    rows = {}
+    for name in pending:
+        variant = name.rpartition("-seed")[0]
+        minutes, basis = estimates.get(variant, (None, "not measured"))
+        row = rows.setdefault(variant, {"configuration": variant, "runs": 0, "CPU-hours": 0.0, "estimated from": basis})
+        row["runs"] += 1
+        if minutes is None:
+            row["CPU-hours"] = None
+        elif row["CPU-hours"] is not None:
+            epochs_done, epochs = started.get(name, (0, 1))
+            row["CPU-hours"] += minutes * (1 - epochs_done / epochs) / 60
+    for row in rows.values():
+        if row["CPU-hours"] is not None:
+            row["CPU-hours"] = round(row["CPU-hours"], 1)
+    return list(rows.values())
 
 
 def _transfer(net, source: Path) -> None:

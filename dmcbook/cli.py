@@ -194,7 +194,14 @@ def cmd_campaign(args) -> None:
     print(f"{len(done)} runs finished ({minutes:.0f} CPU-minutes of training), {len(pending)} pending")
     started = campaign.progress(pending)
     for name in pending:
-        print(f"  pending {name}" + (f" ({started[name]} done; resumes from its checkpoint)" if name in started else ""))
+        print(f"  pending {name}" + (" ({}/{} epochs done; resumes from its checkpoint)".format(*started[name])
+                                     if name in started else ""))
+    rows = campaign.pending_costs(pending)
+    known = [row["CPU-hours"] for row in rows if row["CPU-hours"] is not None]
+    unknown = [row["configuration"] for row in rows if row["CPU-hours"] is None]
+    if known:
+        print(f"about {sum(known):.0f} CPU-hours still to train at one thread per run"
+              + (f"; not yet measured: {', '.join(unknown)}" if unknown else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:

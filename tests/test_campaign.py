@@ -263,7 +263,7 @@ def test_a_deadline_stops_the_campaign_and_its_run_resumes_in_a_new_checkout_fro
     campaign.run("04_drstn", seeds=(0,), root=tiny, limit=1, deadline=time.time() + 3, say=lambda *_: None)
     monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
     stopped = tiny / "campaign" / "converge" / "resnet18-seed0"
-    assert campaign.progress(["resnet18-seed0", "drstn_v5-seed0"], root=tiny) == {"resnet18-seed0": "1/2 epochs"}
+    assert campaign.progress(["resnet18-seed0", "drstn_v5-seed0"], root=tiny) == {"resnet18-seed0": (1, 2)}
     checkout = tmp_path_factory.mktemp("next_checkout")  # holds only the files git keeps
     carried = checkout / "campaign" / "converge" / "resnet18-seed0"
     carried.mkdir(parents=True)
@@ -290,3 +290,32 @@ def test_git_keeps_a_campaign_runs_checkpoint_and_ignores_every_other_one():
     run = "results/campaign/converge/resnet18-seed0/"
     assert not ignored(run + "checkpoint.pt") and not ignored(run + "checkpoint.pt.sha256")
     assert ignored(run + "best.pt") and ignored("results/04_drstn/budget/resnet18/checkpoint.pt")
+
+
+def test_a_configuration_is_costed_by_its_finished_runs_else_by_its_step_time_ratio():
+    done = {"resnet18-seed0": {"train_time": 40 * 60}, "resnet18-seed1": {"train_time": 44 * 60},
+            "drstn_v5-seed0": {"train_time": 30 * 60}}
+    costs = {"reference": "resnet18", "configurations": [{"configuration": "drstn_v5", "step time ratio": 0.5},
+                                                         {"configuration": "dmcnet34", "step time ratio": 4.0}]}
+    estimates = campaign.estimate_minutes(done, costs)
+    assert estimates["resnet18"] == (42.0, "its finished runs") and estimates["drstn_v5"][0] == 30.0
+    # minutes per unit of ratio: 42 from ResNet-18, 60 from V5; their mean, 51, times 4
+    assert estimates["dmcnet34"][0] == pytest.approx(204.0) and "4.00" in estimates["dmcnet34"][1]
+    assert "gdfrnet" not in estimates and campaign.estimate_minutes(done, None).keys() == {"resnet18", "drstn_v5"}
+
+
+def test_pending_costs_count_what_a_started_run_has_left(tiny):
+    (tiny / "performance").mkdir()
+    (tiny / "performance" / "campaign_costs.json").write_text(json.dumps(
+        {"reference": "resnet18", "configurations": [{"configuration": "drstn_v5", "step time ratio": 2.0}]}))
+    assert campaign.pending_costs(["resnet18-seed0"], root=tiny) == [
+        {"configuration": "resnet18", "runs": 1, "CPU-hours": None, "estimated from": "not measured"}]
+    runs = tiny / "campaign" / "converge"
+    for name, history in {"resnet18-seed0": {"status": "finished", "train_time": 600 * 60, "final_test_acc": 0.9},
+                          "drstn_v5-seed1": {"status": "running", "epochs": [{}],  # ten hours; a quarter done
+                                             "config": {"recipe": {"epochs": 4}}}}.items():
+        (runs / name).mkdir(parents=True)
+        (runs / name / "history.json").write_text(json.dumps(history))
+    [row] = campaign.pending_costs(["drstn_v5-seed0", "drstn_v5-seed1"], root=tiny)
+    assert row == {"configuration": "drstn_v5", "runs": 2, "CPU-hours": 2 * 10 * 1.75,
+                   "estimated from": "its step: 2.00 x ResNet-18's"}

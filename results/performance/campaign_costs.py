@@ -1,0 +1,74 @@
+"""What one run of each configuration of the converged campaign costs, as a ratio to ResNet-18.
+
+For every configuration of ``dmcbook.campaign.PLAN`` trained on Fashion-MNIST, the time of a
+training step (forward, backward, SGD; batch 128, 1x28x28, width 16, channels-last, in the
+precision the engine gives that model on this CPU) over ResNet-18's, measured in alternating
+rounds in one process with one torch thread, as the campaign's workers run. The campaign
+multiplies a ratio by the CPU time of the finished ResNet-18 runs to say what a configuration
+that has not run yet will cost (``dmcbook.campaign.estimated_minutes``).
+
+Run from the repository root: ``python results/performance/campaign_costs.py``. Writes
+``campaign_costs.json`` here.
+"""
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import dmcbook
+from dmcbook import campaign
+from dmcbook.profile import machine
+from dmcbook.train import cpu_bf16_fault, get_recipe, precision_name, seed_everything, select_precision
+
+BATCH, SHAPE, STEPS, ROUNDS, REFERENCE = 128, (1, 28, 28), 2, 2, "resnet18"
+
+
+def training_step(spec):
+    """A function that runs one training step of ``spec``'s network, and the precision it uses."""
+    seed_everything(0)
+    model = dmcbook.create_model(spec.model, 10, SHAPE[0], "cifar", width=get_recipe(campaign.RECIPE).width,
+                                 **spec.options).to(memory_format=torch.channels_last)
+    dtype = select_precision(torch.device("cpu"))
+    if cpu_bf16_fault(model, torch.device("cpu"), dtype):
+        dtype = None
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    x = torch.randn(BATCH, *SHAPE).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (BATCH,))
+
+    def step():
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    step()  # warm-up: oneDNN picks its kernels at the first call
+    return step, precision_name(dtype)
+
+
+def seconds(step):
+    start = time.perf_counter()
+    for _ in range(STEPS):
+        step()
+    return (time.perf_counter() - start) / STEPS
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    reference, _ = training_step(campaign.Spec(REFERENCE, REFERENCE))
+    results = dict(machine=machine(), batch=BATCH, input=list(SHAPE), steps=STEPS, rounds=ROUNDS,
+                   reference=REFERENCE, configurations=[])
+    for spec in campaign.PLAN:
+        if spec.recipe or spec.dataset or spec.variant == REFERENCE:  # calibration and digits runs: measured
+            continue
+        step, precision = training_step(spec)
+        ratios = []
+        for _ in range(ROUNDS):  # alternate, so that both see the same load
+            ratios.append(seconds(step) / seconds(reference))
+        results["configurations"].append({"configuration": spec.variant, "precision": precision,
+                                          "step time ratio": round(statistics.mean(ratios), 2)})
+        print(results["configurations"][-1], flush=True)
+    results["machine_after"] = machine()
+    Path(__file__).with_name("campaign_costs.json").write_text(json.dumps(results, indent=1))
