@@ -15,10 +15,11 @@ SHORTCUTS = ("conv", "avgpool")
 class DepthwiseConv2d(nn.Conv2d):
     """A depthwise convolution (``groups`` = channels: one filter per channel), an ``nn.Conv2d``
     with the same parameters and state dict, that computes in fp32 where a CPU autocast would
-    run it in bf16. oneDNN's bf16 depthwise kernels (torch 2.14-2.15, AMX CPU) took 4-25x longer
-    than fp32 for a training step's forward and gradients here, and GDFRNet's 18 depthwise convs
-    took a third of its step; a depthwise conv has few MACs, so fp32 costs nothing. On GPUs and
-    outside autocast it is a plain ``nn.Conv2d``."""
+    run it in bf16. oneDNN's bf16 depthwise kernels (torch 2.14, AMX CPU) took an order of
+    magnitude longer than fp32 for a training step's forward and gradients here, and GDFRNet's 18
+    depthwise convs took a third of its step (results/performance/depthwise.json); a depthwise
+    conv has few MACs, so fp32 costs nothing. On GPUs and outside autocast it is a plain
+    ``nn.Conv2d``."""
 
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True):
         super().__init__(channels, channels, kernel_size, stride, padding, groups=channels, bias=bias)
