@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checks import check_choice
+from .models.common import Float32Conv2d
 from .runs import (CorruptFile, RunFolderError, atomic_write, check_writable, config_differences, has_run,
                    remove_run, run_lock, verify, write_checked)
 
@@ -194,15 +195,18 @@ def select_precision(device: torch.device, precision: str = "auto"):
 
 def cpu_bf16_fault(model: nn.Module, device, amp_dtype) -> bool:
     """Whether ``model`` must train in fp32 instead of bf16 autocast on a CPU: it holds a dilated
-    convolution (DMCNet's D_M_Conv). With torch 2.15's oneDNN kernels on an AVX512-BF16/AMX CPU,
-    a dilated convolution's weight gradient comes out non-finite under bf16 at some shapes and
-    thread counts (a full-width DMCNet-34 turned its weights to NaN at its second step; keeping
-    tensors contiguous does not help, since an optimizer step leaves weights channels-last).
-    The fault depends on shape and threads, so no small probe predicts it: the rule is by
-    construction, and tests/test_engine_dilated.py shows the fault it avoids."""
+    convolution that would run in bf16. With torch 2.14-2.15's oneDNN kernels on an
+    AVX512-BF16/AMX CPU, a dilated convolution's weight gradient comes out non-finite under bf16
+    at some shapes and thread counts (a full-width DMCNet-34 turned its weights to NaN at its
+    second step; keeping tensors contiguous does not help, since an optimizer step leaves weights
+    channels-last). The fault depends on shape and threads, so no small probe predicts it: the
+    rule is by construction, and tests/test_engine_dilated.py shows the fault it avoids. A
+    :class:`dmcbook.models.common.Float32Conv2d` computes in fp32 under autocast and is safe, so
+    the package's own networks (DMCNet's D_M_Conv) keep bf16 everywhere else."""
     if torch.device(device).type != "cpu" or amp_dtype != torch.bfloat16:
         return False
-    return any(isinstance(m, nn.Conv2d) and max(m.dilation) > 1 for m in model.modules())
+    return any(isinstance(m, nn.Conv2d) and max(m.dilation) > 1 and not isinstance(m, Float32Conv2d)
+               for m in model.modules())
 
 
 def precision_name(dtype) -> str:

@@ -1,7 +1,8 @@
-"""bf16 on the CPU with dilated convolutions (DMCNet's D_M_Conv): on torch 2.15 with oneDNN, a
-dilated convolution in channels-last format gets a non-finite weight gradient under bf16
-autocast, so a full-width DMCNet-34 diverged at its second step. The engine trains such models
-in fp32 under CPU bf16, and says so in the history."""
+"""bf16 on the CPU with dilated convolutions (DMCNet's D_M_Conv): on torch 2.14-2.15 with oneDNN,
+a dilated convolution in channels-last format gets a non-finite weight gradient under bf16
+autocast, so a full-width DMCNet-34 diverged at its second step. The engine trains a model
+holding such a convolution in fp32 under CPU bf16, and says so in the history; the package's
+own dilated convolutions are Float32Conv2d, which compute in fp32 inside a bf16 model."""
 from types import SimpleNamespace
 
 import torch
@@ -51,3 +52,36 @@ def test_the_benchmark_trains_full_width_dmcnet_in_the_engines_layout():
                      rounds=1, device="cpu", width=64)
     assert [r["model"] for r in rows] == ["resnet18", "dmcnet18"]
     assert all(r["fp32 train img/s"] > 0 and r["engine img/s"] > 0 for r in rows)
+
+
+def test_a_float32_conv_keeps_the_dilated_gradient_finite_and_the_model_in_bf16():
+    from dmcbook.models.common import Float32Conv2d
+
+    def train(conv):
+        torch.manual_seed(0)
+        net = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(21, 10))
+        net = net.to(memory_format=torch.channels_last)
+        x = torch.randn(16, 21, 32, 32).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (16,))
+        with torch.autocast("cpu", torch.bfloat16):
+            nn.functional.cross_entropy(net(x), y).backward()
+        return net, conv.weight.grad
+    plain_net, plain = train(nn.Conv2d(21, 21, 3, padding=2, dilation=2, bias=False))
+    guarded_net, guarded = train(Float32Conv2d(21, 21, 3, padding=2, dilation=2, bias=False))
+    assert torch.isfinite(guarded).all()
+    assert cpu_bf16_fault(plain_net, torch.device("cpu"), torch.bfloat16)
+    assert not cpu_bf16_fault(guarded_net, torch.device("cpu"), torch.bfloat16)
+
+
+def test_dmcnet_trains_in_bf16_with_its_dilated_convs_in_fp32():
+    import dmcbook
+    from dmcbook.models.dmcnet import DynamicMaskConv
+    net = dmcbook.create_model("dmcnet34", 10, 1, "cifar", width=16)
+    assert not cpu_bf16_fault(net, torch.device("cpu"), torch.bfloat16)
+    block = next(m for m in net.modules() if isinstance(m, DynamicMaskConv)).train()
+    x = torch.randn(2, block.conv.in_channels, 8, 8)
+    masks = block.draw_masks(x)
+    with torch.autocast("cpu", torch.bfloat16):
+        under_autocast = block.forward_parts(x, *masks)["x_ke"]
+    assert under_autocast.dtype == torch.float32
+    assert torch.equal(under_autocast, block.forward_parts(x, *masks)["x_ke"])

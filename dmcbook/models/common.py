@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence, Type
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_choice
@@ -12,23 +13,38 @@ from ..checks import check_choice
 SHORTCUTS = ("conv", "avgpool")
 
 
-class DepthwiseConv2d(nn.Conv2d):
-    """A depthwise convolution (``groups`` = channels: one filter per channel), an ``nn.Conv2d``
-    with the same parameters and state dict, that computes in fp32 where a CPU autocast would
-    run it in bf16. oneDNN's bf16 depthwise kernels (torch 2.14, AMX CPU) took an order of
-    magnitude longer than fp32 for a training step's forward and gradients here, and GDFRNet's 18
-    depthwise convs took a third of its step (results/performance/depthwise.json); a depthwise
-    conv has few MACs, so fp32 costs nothing. On GPUs and outside autocast it is a plain
-    ``nn.Conv2d``."""
+def cpu_float32_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
+                       padding=0, dilation=1, groups: int = 1) -> torch.Tensor:
+    """``F.conv2d``, but computed in fp32 where a CPU autocast would run it in bf16 (see
+    :class:`Float32Conv2d`); everywhere else exactly ``F.conv2d``."""
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return F.conv2d(x.float(), weight.float(), None if bias is None else bias.float(), stride, padding,
+                            dilation, groups)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+class Float32Conv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` (same parameters, same state dict) that computes in fp32 where a CPU
+    autocast would run it in bf16, for the convolutions oneDNN's bf16 kernels (torch 2.14, AMX
+    CPU) serve badly: a dilated one gets non-finite weight gradients at some shapes
+    (tests/test_engine_dilated.py), a depthwise one took an order of magnitude longer than in
+    fp32 (results/performance/depthwise.json). Both have few MACs, so fp32 costs little. On GPUs
+    and outside autocast it is a plain ``nn.Conv2d``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError("Float32Conv2d supports zero padding only")
+        return cpu_float32_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class DepthwiseConv2d(Float32Conv2d):
+    """A depthwise convolution (``groups`` = channels: one filter per channel) in fp32 under a
+    CPU autocast (:class:`Float32Conv2d`): GDFRNet's 18 depthwise convs took a third of its
+    training step in bf16."""
 
     def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = True):
         super().__init__(channels, channels, kernel_size, stride, padding, groups=channels, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            with torch.autocast("cpu", enabled=False):
-                return super().forward(x.float())
-        return super().forward(x)
 
 
 def make_stem(stem: str, in_chans: int, out_chans: int, deep: bool = False) -> nn.Sequential:

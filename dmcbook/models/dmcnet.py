@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 
-from .common import DepthwiseConv2d, ResNet, scaled_widths
+from .common import DepthwiseConv2d, Float32Conv2d, ResNet, cpu_float32_conv2d, scaled_widths
 from ..checks import check_choice
 from .registry import register_model
 
@@ -95,8 +95,9 @@ class DynamicMaskConv(nn.Module):
                              "Eq. 10 adds them, so the conditional mask needs in_chans == out_chans")
         self.m = m
         self.kernel_mask, self.channel_mask, self.conditional_mask = kernel_mask, channel_mask, conditional_mask
-        self.conv = nn.Conv2d(in_chans, out_chans, kernel_size, padding=dilation * (kernel_size - 1) // 2,
-                              dilation=dilation, bias=False)
+        # fp32 under a CPU bf16 autocast: oneDNN's bf16 dilated kernels give non-finite weight gradients
+        self.conv = Float32Conv2d(in_chans, out_chans, kernel_size, padding=dilation * (kernel_size - 1) // 2,
+                                  dilation=dilation, bias=False)
         if conditional_mask:
             mid = max(in_chans // cond_reduction, 1)
             self.cond = nn.Sequential(nn.Conv2d(in_chans, mid, 3, padding=1), nn.Conv2d(mid, 1, 1), nn.Sigmoid())
@@ -121,7 +122,7 @@ class DynamicMaskConv(nn.Module):
             raise ValueError("this DynamicMaskConv was built without the conditional mask")
         x_ch = x if m1 is None else x * m1
         weight = self.conv.weight if m2 is None else self.conv.weight * m2
-        x_ke = F.conv2d(x_ch, weight, None, 1, self.conv.padding, self.conv.dilation)
+        x_ke = cpu_float32_conv2d(x_ch, weight, None, 1, self.conv.padding, self.conv.dilation)
         parts = {"x_ch": x_ch, "x_ke": x_ke, "out": x_ke}
         if conditional:
             m3 = self.cond(x_ch)

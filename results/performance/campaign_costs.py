@@ -23,7 +23,7 @@ from dmcbook import campaign
 from dmcbook.profile import machine
 from dmcbook.train import cpu_bf16_fault, get_recipe, precision_name, seed_everything, select_precision
 
-BATCH, SHAPE, STEPS, ROUNDS, REFERENCE = 128, (1, 28, 28), 2, 2, "resnet18"
+BATCH, SHAPE, STEPS, ROUNDS, REFERENCE = 128, (1, 28, 28), 3, 3, "resnet18"
 
 
 def training_step(spec):
