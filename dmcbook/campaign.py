@@ -76,18 +76,20 @@ PLAN = (
     # which keeps the paper's C/r attention channels (2, 4, 8, 16 over the stages); r = 4 becomes 1.
     Spec("gdfrnet", "gdfrnet", {"r": 8}, chapters=("02_gdfrnet", H2H)),
     Spec("resnet50", "resnet50", chapters=("03_resneskt", H2H)),
-    Spec("resneskt50", "resneskt50", chapters=("03_resneskt", H2H)),
     Spec("resnest50", "resneskt50", {"spatial": False}, chapters=("03_resneskt",)),
-    Spec("dmcnet34-mask1", "dmcnet34", {"mask": "mask1"}, chapters=("01_dmcnet",)),
-    Spec("dmcnet34-mask4", "dmcnet34", {"mask": "mask4"}, chapters=("01_dmcnet",)),
-    Spec("dmcnet34-aeA", "dmcnet34", {"ae": "A"}, chapters=("01_dmcnet",)),
-    Spec("dmcnet34-net2", "dmcnet34", {"mmcf": False}, chapters=("01_dmcnet",)),
+    Spec("resneskt50", "resneskt50", chapters=("03_resneskt", H2H)),
+    # The ablations, cheapest first by their step times (results/performance/campaign_costs.json),
+    # so that each session of CPU time settles as many of the chapters' questions as it can.
     Spec("dmcnet34-net3", "dmcnet34", {"mmcf": False, "ae": "A"}, chapters=("01_dmcnet",)),
-    Spec("gdfrnet-net3", "gdfrnet", {"variant": "net3", "r": 8}, chapters=("02_gdfrnet",)),
+    Spec("dmcnet34-net2", "dmcnet34", {"mmcf": False}, chapters=("01_dmcnet",)),
     Spec("gdfrnet-net4", "gdfrnet", {"variant": "net4", "r": 8}, chapters=("02_gdfrnet",)),
-    Spec("gdfrnet-r1", "gdfrnet", {"r": 1}, chapters=("02_gdfrnet",)),
+    Spec("dmcnet34-mask1", "dmcnet34", {"mask": "mask1"}, chapters=("01_dmcnet",)),
+    Spec("gdfrnet-net3", "gdfrnet", {"variant": "net3", "r": 8}, chapters=("02_gdfrnet",)),
+    Spec("dmcnet34-aeA", "dmcnet34", {"ae": "A"}, chapters=("01_dmcnet",)),
+    Spec("dmcnet34-mask4", "dmcnet34", {"mask": "mask4"}, chapters=("01_dmcnet",)),
     Spec("gdfrnet-bilinear", "gdfrnet", {"upsample": "bilinear", "r": 8}, chapters=("02_gdfrnet",)),
     Spec("gdfrnet-frmA", "gdfrnet", {"frm_position": "A", "r": 8}, chapters=("02_gdfrnet",)),
+    Spec("gdfrnet-r1", "gdfrnet", {"r": 1}, chapters=("02_gdfrnet",)),
 )
 CHAPTERS = tuple(sorted({c for spec in PLAN for c in spec.chapters}))
 
