@@ -32,9 +32,12 @@ class Float32Conv2d(nn.Conv2d):
     fp32 (results/performance/depthwise.json). Both have few MACs, so fp32 costs little. On GPUs
     and outside autocast it is a plain ``nn.Conv2d``."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         if self.padding_mode != "zeros":
-            raise ValueError("Float32Conv2d supports zero padding only")
+            raise ValueError(f"Float32Conv2d pads with zeros only; got padding_mode={self.padding_mode!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return cpu_float32_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
