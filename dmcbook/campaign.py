@@ -362,30 +362,59 @@ def claim_seeds(done: dict, claim: Claim, seeds=SEEDS) -> tuple[int, ...]:
     return (*seeds, max(seeds) + 1, max(seeds) + 2) if close_call(done, claim, seeds) else tuple(seeds)
 
 
+def _claim_label(claim: Claim) -> str:
+    when = "" if claim.measure == "final" else f" ({claim.measure} epoch)"
+    return f"{claim.variant} {'>' if claim.better else '<'} {claim.baseline}{when}"
+
+
+def _paired(done: dict, claim: Claim) -> tuple[dict | None, str]:
+    """The paired difference of ``claim`` (:func:`dmcbook.stats.paired_difference`, in points)
+    once both configurations have every seed it needs, else None and how many seeds each has."""
+    from .stats import paired_difference
+    a, b = _finals(done, claim.variant, claim.measure), _finals(done, claim.baseline, claim.measure)
+    needed = claim_seeds(done, claim)
+    if all(s in a and s in b for s in needed):
+        return paired_difference(a, b), ""
+    return None, f"{len(a)} / {len(b)} of {len(needed)}"
+
+
+def _claims_of(chapter: str | None, claims) -> list[Claim]:
+    return [c for c in (CLAIMS if claims is None else claims) if chapter is None or c.chapter == chapter]
+
+
 def comparisons(done: dict, chapter: str | None = None, claims=None) -> list[dict]:
     """One row per claim of ``chapter`` (of ``claims``): the paper's claim, the paired difference
     over the seeds both configurations have, its 95 % interval and the verdict, once both have
     all the seeds the claim needs (:data:`SEEDS`, and two more for a close call); until then it
     says how many seeds each has."""
-    from .stats import paired_difference, verdict
+    from .stats import verdict
     rows = []
-    for claim in CLAIMS if claims is None else claims:
-        if chapter is not None and claim.chapter != chapter:
-            continue
-        a, b = _finals(done, claim.variant, claim.measure), _finals(done, claim.baseline, claim.measure)
-        when = "" if claim.measure == "final" else f" ({claim.measure} epoch)"
-        row = {"claim": f"{claim.variant} {'>' if claim.better else '<'} {claim.baseline}{when}",
-               "paper": claim.paper}
-        needed = claim_seeds(done, claim)
-        if all(s in a and s in b for s in needed):
-            diff = paired_difference(a, b)
+    for claim in _claims_of(chapter, claims):
+        diff, seeds = _paired(done, claim)
+        row = {"claim": _claim_label(claim), "paper": claim.paper}
+        if diff is not None:
             row.update({"seeds": len(diff["seeds"]), "difference (points)": round(diff["mean"], 2),
                         "95 % interval": f"[{diff['low']:.2f}, {diff['high']:.2f}]",
                         "verdict": verdict(diff, claim.better)})
         else:
-            row.update({"seeds": f"{len(a)} / {len(b)} of {len(needed)}", "difference (points)": None,
-                        "95 % interval": None, "verdict": "pending (runs not finished)"})
+            row.update({"seeds": seeds, "difference (points)": None, "95 % interval": None,
+                        "verdict": "pending (runs not finished)"})
         rows.append(row)
+    return rows
+
+
+def intervals(done: dict, chapter: str | None = None, claims=None) -> list[dict]:
+    """The claims of ``chapter`` that have a verdict, as numbers for
+    :func:`dmcbook.viz.plot_intervals`: the claim, the mean paired difference and its 95 %
+    interval (points, configuration minus baseline), the side the paper claims and the verdict."""
+    from .stats import verdict
+    rows = []
+    for claim in _claims_of(chapter, claims):
+        diff, _ = _paired(done, claim)
+        if diff is not None:
+            rows.append({"claim": _claim_label(claim), "difference": diff["mean"], "low": diff["low"],
+                         "high": diff["high"], "paper says better": claim.better,
+                         "verdict": verdict(diff, claim.better)})
     return rows
 
 

@@ -297,6 +297,35 @@ def plot_results(results: dict, paper=None, *, ylabel: str = "test accuracy (%)"
     return ax.figure
 
 
+VERDICT_COLORS = {"supported": "C2", "contradicted": "C3", "not resolved at this budget": "0.5"}
+
+
+def plot_intervals(rows: list[dict], *, title=None, ax=None):
+    """Each claim's paired difference (configuration minus baseline, in points) with its 95 %
+    interval, one line per claim, coloured by its verdict (``rows`` as
+    :func:`dmcbook.campaign.intervals` gives them). The dashed line is "no difference": a claim is
+    resolved when its interval stays off it. Returns the figure."""
+    import matplotlib.pyplot as plt
+    if not rows:
+        raise ValueError("plot_intervals needs at least one claim with a verdict")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(PAGE_WIDTH, 1.0 + 0.4 * len(rows)), layout="constrained")
+    shown = set()
+    for y, row in enumerate(reversed(rows)):
+        error = [[row["difference"] - row["low"]], [row["high"] - row["difference"]]]
+        ax.errorbar(row["difference"], y, xerr=error, fmt="o", capsize=4, color=VERDICT_COLORS.get(row["verdict"], "k"),
+                    label=None if row["verdict"] in shown else row["verdict"])
+        shown.add(row["verdict"])
+    ax.axvline(0, color="0.3", ls="--", lw=1)
+    ax.set_yticks(range(len(rows)), [row["claim"] for row in reversed(rows)], fontsize=8)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel("configuration minus baseline (points), mean over seeds and 95 % interval", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
 def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std: str = "std", note=None):
     """Accuracy against each cost, one panel a cost: a point per model with its ± std bar, and
     the Pareto front as a line. ``costs`` maps a row key to its axis label; ``front(key)``

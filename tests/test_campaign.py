@@ -319,3 +319,28 @@ def test_pending_costs_count_what_a_started_run_has_left(tiny):
     [row] = campaign.pending_costs(["drstn_v5-seed0", "drstn_v5-seed1"], root=tiny)
     assert row == {"configuration": "drstn_v5", "runs": 2, "CPU-hours": 2 * 10 * 1.75,
                    "estimated from": "its step: 2.00 x ResNet-18's"}
+
+
+def test_intervals_give_decided_claims_as_numbers_and_the_plot_draws_one_line_each(monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    from dmcbook import viz
+    monkeypatch.setattr(campaign, "CLAIMS", (Claim("04_drstn", "drstn_v5", "resnet18", "t"),
+                                             Claim("04_drstn", "drstn_v1", "resnet18", "t"),
+                                             Claim("04_drstn", "drstn_v2", "resnet18", "t")))
+    done = fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3],
+                      "drstn_v1": [91.5, 90.0, 92.0]})  # V2 has no runs: pending, so not drawn
+    rows = campaign.intervals(done, "04_drstn")
+    assert [r["claim"] for r in rows] == ["drstn_v5 > resnet18", "drstn_v1 > resnet18"]
+    v5, v1 = rows
+    assert v5["difference"] == pytest.approx(2.033, abs=1e-3) and v5["low"] > 0 and v5["verdict"] == "supported"
+    assert v1["low"] < 0 < v1["high"] and v1["verdict"] == "not resolved at this budget"
+    table = {r["claim"]: r for r in campaign.comparisons(done, "04_drstn")}
+    assert table["drstn_v5 > resnet18"]["95 % interval"] == f"[{v5['low']:.2f}, {v5['high']:.2f}]"
+    fig = viz.plot_intervals(rows)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["drstn_v1 > resnet18", "drstn_v5 > resnet18"]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["not resolved at this budget", "supported"]
+    assert viz.fits_page(fig)
+    with pytest.raises(ValueError, match="at least one claim"):
+        viz.plot_intervals([])
