@@ -403,13 +403,17 @@ def comparisons(done: dict, chapter: str | None = None, claims=None) -> list[dic
     return rows
 
 
-def intervals(done: dict, chapter: str | None = None, claims=None) -> list[dict]:
+def intervals(done: dict, chapter: str | None = None, claims=None, measure: str | None = None) -> list[dict]:
     """The claims of ``chapter`` that have a verdict, as numbers for
     :func:`dmcbook.viz.plot_intervals`: the claim, the mean paired difference and its 95 %
-    interval (points, configuration minus baseline), the side the paper claims and the verdict."""
+    interval (points, configuration minus baseline), the side the paper claims and the verdict.
+    ``measure`` keeps only the claims on that measure (``"final"`` or ``"first"``), so that one
+    plot's scale suits all its claims."""
     from .stats import verdict
     rows = []
     for claim in _claims_of(chapter, claims):
+        if measure is not None and claim.measure != measure:
+            continue
         diff, _ = _paired(done, claim)
         if diff is not None:
             rows.append({"claim": _claim_label(claim), "difference": diff["mean"], "low": diff["low"],

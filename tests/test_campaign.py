@@ -344,3 +344,4 @@ def test_intervals_give_decided_claims_as_numbers_and_the_plot_draws_one_line_ea
     assert viz.fits_page(fig)
     with pytest.raises(ValueError, match="at least one claim"):
         viz.plot_intervals([])
+    assert campaign.intervals(done, "04_drstn", measure="first") == []
