@@ -406,7 +406,7 @@ def comparisons(done: dict, chapter: str | None = None, claims=None) -> list[dic
 def intervals(done: dict, chapter: str | None = None, claims=None, measure: str | None = None) -> list[dict]:
     """The claims of ``chapter`` that have a verdict, as numbers for
     :func:`dmcbook.viz.plot_intervals`: the claim, the mean paired difference and its 95 %
-    interval (points, configuration minus baseline), the side the paper claims and the verdict.
+    interval (points, configuration minus baseline) and the verdict.
     ``measure`` keeps only the claims on that measure (``"final"`` or ``"first"``), so that one
     plot's scale suits all its claims."""
     from .stats import verdict
@@ -417,8 +417,7 @@ def intervals(done: dict, chapter: str | None = None, claims=None, measure: str 
         diff, _ = _paired(done, claim)
         if diff is not None:
             rows.append({"claim": _claim_label(claim), "difference": diff["mean"], "low": diff["low"],
-                         "high": diff["high"], "paper says better": claim.better,
-                         "verdict": verdict(diff, claim.better)})
+                         "high": diff["high"], "verdict": verdict(diff, claim.better)})
     return rows
 
 

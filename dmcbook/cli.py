@@ -194,8 +194,7 @@ def cmd_campaign(args) -> None:
     print(f"{len(done)} runs finished ({minutes:.0f} CPU-minutes of training), {len(pending)} pending")
     started = campaign.progress(pending)
     for name in pending:
-        print(f"  pending {name}" + (" ({}/{} epochs done; resumes from its checkpoint)".format(*started[name])
-                                     if name in started else ""))
+        print(f"  pending {name}" + (" ({}/{} epochs done)".format(*started[name]) if name in started else ""))
     rows = campaign.pending_costs(pending)
     known = [row["CPU-hours"] for row in rows if row["CPU-hours"] is not None]
     unknown = [row["configuration"] for row in rows if row["CPU-hours"] is None]
