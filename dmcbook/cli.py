@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", type=_device, help="cpu or cuda (default: cuda when available)")
     train.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="auto: bf16 on GPUs and on CPUs with native bf16, fp16 on older GPUs, else fp32")
-    train.add_argument("--compile", action="store_true", help="train through torch.compile (pays off on GPUs)")
+    train.add_argument("--compile", action="store_true", help="train through torch.compile (on a CPU it pays only for "
+                       "networks with many small operations: see the book's performance page)")
     train.set_defaults(func=cmd_train)
 
     evaluate_ = sub.add_parser("eval", help="test accuracy of a checkpoint (checkpoint.pt or best.pt)")

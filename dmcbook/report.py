@@ -15,10 +15,11 @@ def _fmt(value, digits: int) -> str:
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None, digits: int = 2) -> str:
-    """A Markdown table of ``rows`` (dicts); ``columns`` picks and orders the keys."""
+    """A Markdown table of ``rows`` (dicts); ``columns`` picks and orders the keys (default: every
+    key of any row, in the order they first appear; a row without one shows a dash)."""
     if not rows:
         return "(no rows)"
-    columns = columns or list(rows[0])
+    columns = columns or list(dict.fromkeys(key for row in rows for key in row))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(row.get(c), digits) for c in columns) + " |" for row in rows]
     return "\n".join(lines)

@@ -355,10 +355,11 @@ class Trainer:
 
     The engine: ``precision`` is ``auto`` (see :func:`select_precision`), ``fp32``, ``bf16`` or
     ``fp16``; ``channels_last`` (default on) stores activations as NHWC, which oneDNN and cuDNN
-    run faster; ``compile=True`` trains through ``torch.compile`` (worth it on GPUs for long runs;
-    on CPUs it gained at most 8 % after a minute of compiling). ``progress`` is ``"bar"`` (a
-    tqdm bar, a widget in notebooks), ``"epochs"`` (one printed line per epoch, nothing else) or
-    False. Under torchrun (:mod:`dmcbook.distributed`) the model trains with
+    run faster; ``compile=True`` trains through ``torch.compile``: on this project's CPU it made
+    DMCNet's and ResNeSkt's steps about a third faster after minutes of compiling, gained nothing
+    for plain ResNets and failed for GDFRNet (``results/performance/compile_gain.json``).
+    ``progress`` is ``"bar"`` (a tqdm bar, a widget in notebooks), ``"epochs"`` (one printed line
+    per epoch, nothing else) or False. Under torchrun (:mod:`dmcbook.distributed`) the model trains with
     DistributedDataParallel: ``recipe.batch_size`` is the global batch, split over the processes;
     metrics are summed over them and only rank 0 writes, checkpoints without DDP's ``module.``.
     The history's ``engine`` entry records what ran.

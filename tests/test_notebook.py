@@ -83,3 +83,10 @@ def test_a_cpu_recipe_replaces_budget_and_files_shared_runs_in_one_folder(monkey
     assert session.recipe == recipe and where in capsys.readouterr().out
     cell = notebook.first_cell("05_head_to_head", "converge", "fashion-mnist", "converge")
     assert cell.endswith('cpu_recipe="converge")') and max(map(len, cell.splitlines())) <= 88
+
+
+def test_a_table_shows_a_column_that_only_a_later_row_has():
+    from dmcbook.report import markdown_table
+    table = markdown_table([{"network": "a", "speed-up": 1.3}, {"network": "b", "error": "failed"}])
+    assert table.splitlines()[0] == "| network | speed-up | error |"
+    assert table.splitlines()[3].startswith("| b | ") and table.splitlines()[3].endswith(" | failed |")

@@ -26,8 +26,9 @@ from dmcbook.train import cpu_bf16_fault, get_recipe, precision_name, seed_every
 BATCH, SHAPE, STEPS, ROUNDS, REFERENCE = 128, (1, 28, 28), 3, 3, "resnet18"
 
 
-def training_step(spec):
-    """A function that runs one training step of ``spec``'s network, and the precision it uses."""
+def training_step(spec, compiled=False):
+    """A function that runs one training step of ``spec``'s network (through ``torch.compile``
+    if ``compiled``), and the precision it uses."""
     seed_everything(0)
     model = dmcbook.create_model(spec.model, 10, SHAPE[0], "cifar", width=get_recipe(campaign.RECIPE).width,
                                  **spec.options).to(memory_format=torch.channels_last)
@@ -35,16 +36,17 @@ def training_step(spec):
     if cpu_bf16_fault(model, torch.device("cpu"), dtype):
         dtype = None
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    net = torch.compile(model) if compiled else model
     x = torch.randn(BATCH, *SHAPE).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (BATCH,))
 
     def step():
         with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = nn.functional.cross_entropy(model(x).float(), y)
+            loss = nn.functional.cross_entropy(net(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    step()  # warm-up: oneDNN picks its kernels at the first call
+    step()  # warm-up: oneDNN picks its kernels at the first call (and torch.compile compiles)
     return step, precision_name(dtype)
 
 
