@@ -120,12 +120,13 @@ def test_pareto_front_keeps_only_models_nothing_beats_on_both_axes():
 
 def test_head_to_head_rows_carry_costs_speed_and_seed_statistics(tiny):
     runs = fake_runs({"drstn_v5": [90.0, 92.0], "resnet18": [91.0]})
-    for history, speeds in zip(runs.values(), ([100, 300], [200, 200], [50, 50])):
+    # an epoch slowed by other work on the machine does not count: each run's fastest epoch does
+    for history, speeds in zip(runs.values(), ([100, 300], [240, 200], [50, 50])):
         history["epochs"] = [{"images_per_sec": s} for s in speeds]
     rows = campaign.head_to_head(runs, "04_drstn")
     assert [r["model"] for r in rows] == ["resnet18", "drstn_v5"]
     v5 = rows[1]
-    assert v5["train img/s"] == 200 and v5["seeds"] == 2 and v5["acc"] == pytest.approx(91.0)
+    assert v5["train img/s"] == 270 and v5["seeds"] == 2 and v5["acc"] == pytest.approx(91.0)
     assert v5["std"] == pytest.approx(2 ** 0.5)
     assert v5 | campaign.costs(campaign.PLAN[1]) == v5 and rows[0]["std"] == 0.0
     assert v5["MMACs"] < rows[0]["MMACs"]  # V5 drops ResNet-18's last stage
