@@ -204,13 +204,18 @@ def estimate_minutes(done: dict, costs: dict | None) -> dict[str, tuple[float, s
     return estimates
 
 
-def pending_costs(pending: list[str], root: Path | None = None) -> list[dict]:
-    """One row per configuration with pending runs: how many, and the CPU-hours they still need
-    (:func:`estimate_minutes`, less the epochs a started run has done)."""
+def _estimates(root: Path | None = None) -> dict[str, tuple[float, str]]:
+    """:func:`estimate_minutes` from the finished runs and the committed step-time ratios."""
     folder = session(root, "cpu").results_dir
     costs_file = folder.parents[1] / "performance" / "campaign_costs.json"
     costs = json.loads(costs_file.read_text()) if costs_file.exists() else None
-    estimates = estimate_minutes(collect(root=root)[0], costs)
+    return estimate_minutes(collect(root=root)[0], costs)
+
+
+def pending_costs(pending: list[str], root: Path | None = None) -> list[dict]:
+    """One row per configuration with pending runs: how many, and the CPU-hours they still need
+    (:func:`estimate_minutes`, less the epochs a started run has done)."""
+    estimates = _estimates(root)
     started = progress(pending, root)
     rows = {}
     for name in pending:
@@ -238,9 +243,11 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
         limit: int | None = None, deadline: float | None = None, say=print) -> list[str]:
     """Train the plan's pending runs in order, skipping runs that another process holds or that
     diverged; return the names trained here. The plan is read again after every run, so a
-    close call found meanwhile gets its extra seeds. ``deadline`` (a ``time.time()``) starts no
-    run after it and stops the run in hand, resumable, before an epoch that would end after it:
-    a working session that ends at a known time keeps every finished epoch."""
+    close call found meanwhile gets its extra seeds. ``deadline`` (a ``time.time()``) stops the
+    run in hand, resumable, before an epoch that would end after it, and then the whole loop; a
+    new run starts only if its first epoch, as :func:`estimate_minutes` costs it, ends in time:
+    a working session that ends at a known time keeps every finished epoch and does not overrun
+    it by more than an estimate's error."""
     from .experiments import run_experiment
     campaign = session(root, device)
     by_variant = {spec.variant: spec for spec in PLAN}
@@ -264,6 +271,12 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
                 say(f"[campaign] {name}: waits for {source.parent.name} to finish on this machine")
                 continue
             init = functools.partial(_transfer, source=source)
+        if deadline is not None and name not in progress([name], root):
+            minutes, _ = _estimates(root).get(variant, (0.0, None))
+            epochs = get_recipe(RECIPE, **spec.recipe).epochs
+            if time.time() + 60 * minutes / epochs > deadline:
+                say(f"[campaign] {name}: its first epoch (about {minutes / epochs:.0f} min) would end after the deadline")
+                continue
         say(f"[campaign] {name}: {spec.model} {spec.options or ''}")
         try:
             history = run_experiment(campaign, name, spec.model, seed=int(seed), model_options=dict(spec.options),
@@ -274,9 +287,10 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
             continue
         say(f"[campaign] {name}: {history.history['status']} after {len(history.history['epochs'])} epochs, "
             f"test accuracy {100 * history.history['final_test_acc']:.2f} %")
-        if history.history["status"] == "finished":
-            drop_resume_checkpoint(campaign.results_dir / name)
         trained.append(name)
+        if history.history["status"] != "finished":  # the deadline stopped it: no epoch fits any more
+            return trained
+        drop_resume_checkpoint(campaign.results_dir / name)
     return trained
 
 

@@ -278,6 +278,29 @@ def test_a_deadline_stops_the_campaign_and_its_run_resumes_in_a_new_checkout_fro
     assert not any((carried / name).exists() for name in campaign.RESUME_FILES)
 
 
+def test_once_the_deadline_stops_a_run_no_other_run_starts(tiny, monkeypatch):
+    import types
+    from dmcbook import experiments
+    started = []
+
+    def stopped_by_the_deadline(session, name, *args, **kwargs):
+        started.append(name)
+        return types.SimpleNamespace(history={"status": "running", "epochs": [{}], "final_test_acc": 0.5})
+    monkeypatch.setattr(experiments, "run_experiment", stopped_by_the_deadline)
+    assert campaign.run("04_drstn", seeds=(0, 1), root=tiny, deadline=time.time() + 3600,
+                        say=lambda *_: None) == ["resnet18-seed0"]
+    assert started == ["resnet18-seed0"]
+
+
+def test_no_run_starts_whose_first_epoch_would_end_after_the_deadline(tiny, monkeypatch):
+    monkeypatch.setattr(campaign, "_estimates", lambda root=None: {"resnet18": (200.0, "its finished runs")})
+    said = []
+    # resnet18's epochs take 10 minutes by that estimate; drstn_v5 has none, so it may start
+    trained = campaign.run("04_drstn", seeds=(0,), root=tiny, limit=1, deadline=time.time() + 60, say=said.append)
+    assert trained == ["drstn_v5-seed0"] and "would end after the deadline" in said[0]
+    assert not (tiny / "campaign" / "converge" / "resnet18-seed0").exists()
+
+
 def test_git_keeps_a_campaign_runs_checkpoint_and_ignores_every_other_one():
     import shutil
     import subprocess
