@@ -13,10 +13,11 @@ nothing, listing what is still pending and what it will cost (:func:`pending_cos
 chapters share one folder, so a baseline that several chapters compare with (ResNet-34) is
 trained once.
 
-A run can take longer than one working session (a checkout lasts one), so git carries an
-unfinished run's ``checkpoint.pt`` to the next checkout (the project's ``.gitignore`` keeps
-only these checkpoints) and :func:`run` deletes it once the run has finished: give the workers
-a deadline (``--minutes``), commit a stopped run's folder whole, and it resumes where it stopped.
+A run can take longer than one working session. Give the workers a deadline (``--minutes``):
+a run it stops keeps its ``checkpoint.pt`` in its folder and resumes from it where it stopped.
+Git carries only the histories (checkpoints are build output, megabytes each, and stay out of
+the repository), so a run stopped in one checkout and resumed in a fresh clone, which has its
+history but not its checkpoint, starts again from its first epoch; :func:`run` says so.
 """
 from __future__ import annotations
 
@@ -28,13 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .notebook import SHARED_RECIPE, Session, find_project_root
-from .runs import RunFolderError
+from .runs import RunFolderError, remove_run, run_lock
 from .train import get_recipe, pick_device
 
 RECIPE = SHARED_RECIPE
 DATASET = "fashion-mnist"
 SEEDS = (0, 1, 2)
-RESUME_FILES = ("checkpoint.pt", "checkpoint.pt.sha256")  # committed while a run is unfinished
 
 
 @dataclass(frozen=True)
@@ -159,14 +159,6 @@ def collect(chapter: str | None = None, seeds=SEEDS, root: Path | None = None) -
     return {n: h for n, h in done.items() if n.rpartition("-seed")[0] in variants}, pending
 
 
-def drop_resume_checkpoint(folder: Path) -> None:
-    """Delete a finished run's ``checkpoint.pt`` (and its digest): the history holds what the
-    book reads, and git would otherwise carry megabytes that nothing resumes from. ``best.pt``
-    stays on this machine (git ignores it) for the transfers that start from it."""
-    for name in RESUME_FILES:
-        (folder / name).unlink(missing_ok=True)
-
-
 def progress(pending: list[str], root: Path | None = None) -> dict[str, tuple[int, int]]:
     """For each pending run that has begun: (epochs done, epochs), from its history."""
     folder = session(root, "cpu").results_dir
@@ -239,6 +231,20 @@ def _transfer(net, source: Path) -> None:
     init_from_checkpoint(net, source)
 
 
+def _restart_without_checkpoint(folder: Path) -> bool:
+    """Clear an unfinished run whose ``checkpoint.pt`` is not in this checkout (a fresh clone
+    carries its history only): there is nothing to resume from, and the Trainer would refuse
+    epochs it cannot account for. Returns whether it cleared the folder; raises
+    :class:`RunFolderError` while another process trains there."""
+    if not (folder / "history.json").exists() or (folder / "checkpoint.pt").exists():
+        return False
+    with run_lock(folder):
+        if (folder / "checkpoint.pt").exists():  # its trainer wrote one meanwhile
+            return False
+        remove_run(folder)
+    return True
+
+
 def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, device=None,
         limit: int | None = None, deadline: float | None = None, say=print) -> list[str]:
     """Train the plan's pending runs in order, skipping runs that another process holds or that
@@ -271,14 +277,17 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
                 say(f"[campaign] {name}: waits for {source.parent.name} to finish on this machine")
                 continue
             init = functools.partial(_transfer, source=source)
-        if deadline is not None and name not in progress([name], root):
-            minutes, _ = _estimates(root).get(variant, (0.0, None))
-            epochs = get_recipe(RECIPE, **spec.recipe).epochs
-            if time.time() + 60 * minutes / epochs > deadline:
-                say(f"[campaign] {name}: its first epoch (about {minutes / epochs:.0f} min) would end after the deadline")
-                continue
-        say(f"[campaign] {name}: {spec.model} {spec.options or ''}")
         try:
+            if _restart_without_checkpoint(campaign.results_dir / name):
+                say(f"[campaign] {name}: its checkpoint is not in this checkout (git carries only its history); "
+                    "it starts again from the first epoch")
+            if deadline is not None and name not in progress([name], root):
+                minutes, _ = _estimates(root).get(variant, (0.0, None))
+                epochs = get_recipe(RECIPE, **spec.recipe).epochs
+                if time.time() + 60 * minutes / epochs > deadline:
+                    say(f"[campaign] {name}: its first epoch (about {minutes / epochs:.0f} min) would end after the deadline")
+                    continue
+            say(f"[campaign] {name}: {spec.model} {spec.options or ''}")
             history = run_experiment(campaign, name, spec.model, seed=int(seed), model_options=dict(spec.options),
                                      dataset=spec.dataset, init=init, recipe_overrides=dict(spec.recipe),
                                      deadline=deadline)
@@ -290,7 +299,6 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
         trained.append(name)
         if history.history["status"] != "finished":  # the deadline stopped it: no epoch fits any more
             return trained
-        drop_resume_checkpoint(campaign.results_dir / name)
     return trained
 
 

@@ -251,31 +251,39 @@ def test_a_close_call_gets_its_verdict_only_with_its_two_extra_seeds(tiny):
     assert row["seeds"] == 5 and row["verdict"] in ("supported", "not resolved at this budget")
 
 
-def test_a_deadline_stops_the_campaign_and_its_run_resumes_in_a_new_checkout_from_what_git_carries(tiny, monkeypatch, tmp_path_factory):
+def test_a_run_the_deadline_stopped_resumes_from_its_checkpoint_and_a_fresh_clone_restarts_it(
+        tiny, monkeypatch, tmp_path_factory):
     import dataclasses
     import shutil
     monkeypatch.setitem(RECIPES, "converge", dataclasses.replace(RECIPES["converge"], epochs=2))
     train_epoch = Trainer._train_epoch
+    trained_epochs = []
 
     def slow_epoch(self, epoch):  # two seconds an epoch: the deadline leaves room for one, not two
         time.sleep(2)
         return train_epoch(self, epoch)
+
+    def counted_epoch(self, epoch):
+        trained_epochs.append(epoch)
+        return train_epoch(self, epoch)
     monkeypatch.setattr(Trainer, "_train_epoch", slow_epoch)
     campaign.run("04_drstn", seeds=(0,), root=tiny, limit=1, deadline=time.time() + 3, say=lambda *_: None)
-    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+    monkeypatch.setattr(Trainer, "_train_epoch", counted_epoch)
     stopped = tiny / "campaign" / "converge" / "resnet18-seed0"
     assert campaign.progress(["resnet18-seed0", "drstn_v5-seed0"], root=tiny) == {"resnet18-seed0": (1, 2)}
-    checkout = tmp_path_factory.mktemp("next_checkout")  # holds only the files git keeps
-    carried = checkout / "campaign" / "converge" / "resnet18-seed0"
+    clone = tmp_path_factory.mktemp("fresh_clone")  # holds only what git carries: the history
+    carried = clone / "campaign" / "converge" / "resnet18-seed0"
     carried.mkdir(parents=True)
-    for name in ("history.json", *campaign.RESUME_FILES):
-        shutil.copy(stopped / name, carried / name)
-    campaign.run("04_drstn", seeds=(0,), root=checkout, limit=1, say=lambda *_: None)
-    history = json.loads((carried / "history.json").read_text())
-    first = json.loads((stopped / "history.json").read_text())["epochs"][0]
-    assert history["status"] == "finished" and [e["epoch"] for e in history["epochs"]] == [1, 2]
-    assert history["epochs"][0] == first  # resumed, not retrained
-    assert not any((carried / name).exists() for name in campaign.RESUME_FILES)
+    shutil.copy(stopped / "history.json", carried / "history.json")
+
+    campaign.run("04_drstn", seeds=(0,), root=tiny, limit=1, say=lambda *_: None)
+    assert len(trained_epochs) == 1  # resumed here from its checkpoint: only the second epoch trains
+    said = []
+    campaign.run("04_drstn", seeds=(0,), root=clone, limit=1, say=said.append)
+    assert len(trained_epochs) == 3 and "starts again from the first epoch" in said[0]
+    for folder in (stopped, carried):
+        history = json.loads((folder / "history.json").read_text())
+        assert history["status"] == "finished" and [e["epoch"] for e in history["epochs"]] == [1, 2]
 
 
 def test_once_the_deadline_stops_a_run_no_other_run_starts(tiny, monkeypatch):
@@ -301,7 +309,7 @@ def test_no_run_starts_whose_first_epoch_would_end_after_the_deadline(tiny, monk
     assert not (tiny / "campaign" / "converge" / "resnet18-seed0").exists()
 
 
-def test_git_keeps_a_campaign_runs_checkpoint_and_ignores_every_other_one():
+def test_git_ignores_every_checkpoint_and_keeps_histories_and_shipped_weights():
     import shutil
     import subprocess
     from pathlib import Path
@@ -311,9 +319,9 @@ def test_git_keeps_a_campaign_runs_checkpoint_and_ignores_every_other_one():
 
     def ignored(path):
         return subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=root).returncode == 0
-    run = "results/campaign/converge/resnet18-seed0/"
-    assert not ignored(run + "checkpoint.pt") and not ignored(run + "checkpoint.pt.sha256")
-    assert ignored(run + "best.pt") and ignored("results/04_drstn/budget/resnet18/checkpoint.pt")
+    for run in ("results/campaign/converge/resnet18-seed0/", "results/04_drstn/budget/resnet18/"):
+        assert all(ignored(run + name) for name in ("checkpoint.pt", "checkpoint.pt.sha256", "best.pt"))
+        assert not ignored(run + "history.json") and not ignored(run + "weights.safetensors")
 
 
 def test_a_configuration_is_costed_by_its_finished_runs_else_by_its_step_time_ratio():
