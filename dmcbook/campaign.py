@@ -171,20 +171,28 @@ def progress(pending: list[str], root: Path | None = None) -> dict[str, tuple[in
     return started
 
 
-def estimate_minutes(done: dict, costs: dict | None) -> dict[str, tuple[float, str]]:
+def step_time_ratios(root: Path | None = None) -> dict[str, float]:
+    """Each configuration's training step time as a ratio to ResNet-18's, measured on this
+    machine with the two timed in alternating rounds (``results/performance/campaign_costs.json``,
+    written by ``campaign_costs.py`` there); empty until that has been measured. Unlike the runs'
+    own throughput, these ratios do not depend on what else the machine was doing."""
+    costs_file = session(root, "cpu").results_dir.parents[1] / "performance" / "campaign_costs.json"
+    if not costs_file.exists():
+        return {}
+    costs = json.loads(costs_file.read_text())
+    return {costs["reference"]: 1.0} | {row["configuration"]: row["step time ratio"] for row in costs["configurations"]}
+
+
+def estimate_minutes(done: dict, ratios: dict[str, float]) -> dict[str, tuple[float, str]]:
     """CPU-minutes one run of each configuration takes (one thread, beside another run), and
     what the figure rests on: the mean of its finished runs, else its training step's time as a
-    ratio to ResNet-18's (``costs``: results/performance/campaign_costs.json) times the minutes
-    per unit of that ratio that the finished configurations took, on average."""
+    ratio to ResNet-18's (``ratios``: :func:`step_time_ratios`) times the minutes per unit of
+    that ratio that the finished configurations took, on average."""
     import statistics
     minutes = {}
     for name, history in done.items():
         minutes.setdefault(name.rpartition("-seed")[0], []).append(history["train_time"] / 60)
     measured = {variant: statistics.mean(m) for variant, m in minutes.items()}
-    ratios = {}
-    if costs:
-        ratios = {row["configuration"]: row["step time ratio"] for row in costs["configurations"]}
-        ratios[costs["reference"]] = 1.0
     per_unit = [measured[v] / ratio for v, ratio in ratios.items() if v in measured]
     estimates = {}
     for spec in PLAN:
@@ -198,10 +206,7 @@ def estimate_minutes(done: dict, costs: dict | None) -> dict[str, tuple[float, s
 
 def _estimates(root: Path | None = None) -> dict[str, tuple[float, str]]:
     """:func:`estimate_minutes` from the finished runs and the committed step-time ratios."""
-    folder = session(root, "cpu").results_dir
-    costs_file = folder.parents[1] / "performance" / "campaign_costs.json"
-    costs = json.loads(costs_file.read_text()) if costs_file.exists() else None
-    return estimate_minutes(collect(root=root)[0], costs)
+    return estimate_minutes(collect(root=root)[0], step_time_ratios(root))
 
 
 def pending_costs(pending: list[str], root: Path | None = None) -> list[dict]:
@@ -473,12 +478,15 @@ def costs(spec: Spec, input_size=(1, 28, 28)) -> dict:
             "MMACs": round(count_flops(net, tuple(input_size))["macs"] / 1e6, 1)}
 
 
-def head_to_head(done: dict, chapter: str | None = H2H) -> list[dict]:
-    """One row per configuration of ``chapter`` with finished runs: its costs, its measured
-    training throughput and its final test accuracy over seeds (``acc`` and ``std`` in %, for
-    plotting). The throughput is each run's fastest epoch (images per second), median over
-    seeds: whatever else ran on the machine only slows an epoch, so the fastest one is the
-    run's own speed, as a benchmark keeps its best round."""
+def head_to_head(done: dict, chapter: str | None = H2H, step_ratios: dict | None = None) -> list[dict]:
+    """One row per configuration of ``chapter`` with finished runs: its costs, its training
+    speed and its final test accuracy over seeds (``acc`` and ``std`` in %, for plotting).
+
+    Speed comes twice. ``step time ×`` is the controlled measurement (``step_ratios``, from
+    :func:`step_time_ratios`; None where not measured), the one to compare networks by. ``train
+    img/s`` is what the runs themselves recorded: each run's fastest epoch, median over seeds
+    (whatever else ran on the machine only slows an epoch, so the fastest one comes closest to
+    the run's own speed), which still depends on what shared the machine with it."""
     import statistics
     rows = []
     for spec in compared(chapter):
@@ -487,16 +495,18 @@ def head_to_head(done: dict, chapter: str | None = H2H) -> list[dict]:
             continue
         runs = [h for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant]
         speed = statistics.median(max(e["images_per_sec"] for e in h["epochs"]) for h in runs)
-        rows.append({"model": spec.variant, **costs(spec), "train img/s": round(speed),
-                     "acc": statistics.mean(finals), "std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+        rows.append({"model": spec.variant, **costs(spec), "step time ×": (step_ratios or {}).get(spec.variant),
+                     "train img/s": round(speed), "acc": statistics.mean(finals), "std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
                      "seeds": len(finals)})
     return rows
 
 
 def pareto(rows: list[dict], cost: str, higher_is_better: bool = False, acc: str = "acc") -> list[str]:
     """The models no other model beats on both ``cost`` and accuracy (the Pareto front), cheapest
-    first. ``higher_is_better`` for a cost that is a speed (images per second)."""
+    first. ``higher_is_better`` for a cost that is a speed (images per second). Rows whose cost
+    is unknown (None) are left out."""
     sign = -1 if higher_is_better else 1
+    rows = [r for r in rows if r[cost] is not None]
 
     def dominated(row):
         return any(sign * o[cost] <= sign * row[cost] and o[acc] >= row[acc]
@@ -515,18 +525,20 @@ def verdict_summary(rows: list[dict]) -> str:
             + (f"; {waiting} wait for runs still to be trained" if waiting else ""))
 
 
-def earns_its_cost(done: dict) -> list[dict]:
+def earns_its_cost(done: dict, step_ratios: dict | None = None) -> list[dict]:
     """For each paper's main network against its plain ResNet: the accuracy gained (paired, with
-    its interval), what it costs (MACs and measured training time per image, as ratios to the
-    ResNet) and the verdict of the gain."""
-    by_model = {row["model"]: row for row in head_to_head(done, chapter=None)}
+    its interval), what it costs (MACs and training time per image, as ratios to the ResNet; the
+    time from the controlled step times ``step_ratios``, :func:`step_time_ratios`) and the
+    verdict of the gain."""
+    by_model = {row["model"]: row for row in head_to_head(done, chapter=None, step_ratios=step_ratios)}
     rows = []
     for claim, compared in zip(MAIN_CLAIMS, comparisons(done, claims=MAIN_CLAIMS)):
         a, b = by_model.get(claim.variant), by_model.get(claim.baseline)
         rows.append({"network": claim.variant, "against": claim.baseline,
                      "gain (points)": compared.get("difference (points)"), "95 % interval": compared.get("95 % interval"),
                      "MACs ×": round(a["MMACs"] / b["MMACs"], 2) if a and b else None,
-                     "time / image ×": round(b["train img/s"] / a["train img/s"], 2) if a and b else None,
+                     "time / image ×": round(a["step time ×"] / b["step time ×"], 2)
+                     if a and b and a["step time ×"] and b["step time ×"] else None,
                      "verdict": compared["verdict"]})
     return rows
 

@@ -329,7 +329,8 @@ def plot_intervals(rows: list[dict], *, title=None, ax=None):
 def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std: str = "std", note=None):
     """Accuracy against each cost, one panel a cost: a point per model with its ± std bar, and
     the Pareto front as a line. ``costs`` maps a row key to its axis label; ``front(key)``
-    returns the models on that cost's front, cheapest first. ``note`` goes under the figure."""
+    returns the models on that cost's front, cheapest first. A model whose cost is None has no
+    point on that panel. ``note`` goes under the figure."""
     import matplotlib.pyplot as plt
     import matplotlib.ticker as mticker
     fig, axes = plt.subplots(1, len(costs), figsize=(PAGE_WIDTH, 3.2), sharey=True, layout="constrained")
@@ -337,6 +338,8 @@ def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std
     by_model = {row["model"]: row for row in rows}
     for ax, (key, label) in zip(axes, costs.items()):
         for i, row in enumerate(rows):
+            if row[key] is None:
+                continue
             ax.errorbar(row[key], row[acc], yerr=row[std], fmt="o", color=f"C{i % 10}", ms=4, capsize=2,
                         label=row["model"] if ax is axes[0] else None)
             ax.annotate(row["model"], (row[key], row[acc]), xytext=(3, 3), textcoords="offset points",
@@ -344,9 +347,13 @@ def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std
         line = [by_model[m] for m in front(key)]
         ax.plot([r[key] for r in line], [r[acc] for r in line], "k--", lw=0.8,
                 label="Pareto front" if ax is axes[0] else None)
-        # a log axis (costs span a wide range) with plain tick labels at 1, 2 and 5 per decade
+        # a log axis (costs span a wide range) with plain tick labels at 1, 2 and 5 per decade,
+        # or finer ones where the costs span less than that (else one tick or none would show)
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        placed = [row[key] for row in rows if row[key] is not None]
+        narrow = bool(placed) and max(placed) < 4 * min(placed)
+        subs = (1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 7.0) if narrow else (1.0, 2.0, 5.0)
+        ax.xaxis.set_major_locator(mticker.LogLocator(subs=subs))
         ax.xaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(mticker.NullFormatter())
         ax.margins(x=0.15)

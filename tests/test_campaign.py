@@ -112,8 +112,8 @@ def test_plateau_is_the_gain_of_the_last_epochs():
 def test_pareto_front_keeps_only_models_nothing_beats_on_both_axes():
     rows = [dict(model="a", macs=10, speed=900, acc=90.0), dict(model="b", macs=20, speed=500, acc=92.0),
             dict(model="c", macs=30, speed=800, acc=91.0), dict(model="d", macs=40, speed=100, acc=93.0),
-            dict(model="e", macs=10, speed=950, acc=89.0)]
-    assert campaign.pareto(rows, "macs") == ["a", "b", "d"]  # c costs more than b and is worse; e ties a's cost
+            dict(model="e", macs=10, speed=950, acc=89.0), dict(model="f", macs=None, speed=None, acc=99.0)]
+    assert campaign.pareto(rows, "macs") == ["a", "b", "d"]  # f's cost is unknown: it cannot be placed  # c costs more than b and is worse; e ties a's cost
     # by speed: e is fastest, a faster and better, c slower than a but better, then b and d
     assert campaign.pareto(rows, "speed", higher_is_better=True) == ["e", "a", "c", "b", "d"]
 
@@ -123,9 +123,10 @@ def test_head_to_head_rows_carry_costs_speed_and_seed_statistics(tiny):
     # an epoch slowed by other work on the machine does not count: each run's fastest epoch does
     for history, speeds in zip(runs.values(), ([100, 300], [240, 200], [50, 50])):
         history["epochs"] = [{"images_per_sec": s} for s in speeds]
-    rows = campaign.head_to_head(runs, "04_drstn")
+    rows = campaign.head_to_head(runs, "04_drstn", step_ratios={"resnet18": 1.0, "drstn_v5": 1.06})
     assert [r["model"] for r in rows] == ["resnet18", "drstn_v5"]
     v5 = rows[1]
+    assert v5["step time ×"] == 1.06 and campaign.head_to_head(runs, "04_drstn")[1]["step time ×"] is None
     assert v5["train img/s"] == 270 and v5["seeds"] == 2 and v5["acc"] == pytest.approx(91.0)
     assert v5["std"] == pytest.approx(2 ** 0.5)
     assert v5 | campaign.costs(campaign.PLAN[1]) == v5 and rows[0]["std"] == 0.0
@@ -137,12 +138,17 @@ def test_tradeoff_plot_draws_a_panel_per_cost_and_the_front_through_its_models()
     matplotlib.use("Agg")
     from dmcbook import viz
     rows = [dict(model="a", macs=10, acc=90.0, std=0.5), dict(model="b", macs=20, acc=92.0, std=0.2),
-            dict(model="c", macs=30, acc=91.0, std=0.4)]
+            dict(model="c", macs=30, acc=91.0, std=0.4), dict(model="d", macs=None, acc=95.0, std=0.1)]
     fig = viz.plot_tradeoff(rows, {"macs": "MACs"}, lambda key: campaign.pareto(rows, key))
     (ax,) = fig.axes
+    assert [t.get_text() for t in ax.texts] == ["a", "b", "c"]  # d's cost is unknown: no point
     front = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert len(front) == 1 and list(front[0].get_xdata()) == [10, 20] and list(front[0].get_ydata()) == [90.0, 92.0]
     assert viz.fits_page(fig) and ax.get_xscale() == "log"
+    narrow = [dict(model="a", cost=1.0, acc=90.0, std=0.5), dict(model="b", cost=1.6, acc=92.0, std=0.2)]
+    (ax,) = viz.plot_tradeoff(narrow, {"cost": "step time"}, lambda key: campaign.pareto(narrow, key)).axes
+    labelled = [t for t in ax.get_xticks() if 1.0 <= t <= 1.6]
+    assert len(labelled) >= 2  # a cost spanning less than a factor of two still gets ticks to read
 
 
 def test_earns_its_cost_sets_the_gain_beside_its_cost_ratios(tiny, monkeypatch):
@@ -150,9 +156,10 @@ def test_earns_its_cost_sets_the_gain_beside_its_cost_ratios(tiny, monkeypatch):
     runs = fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3]})
     for name, history in runs.items():
         history["epochs"] = [{"images_per_sec": 400 if name.startswith("resnet18") else 100}]
-    (row,) = campaign.earns_its_cost(runs)
+    (row,) = campaign.earns_its_cost(runs, step_ratios={"resnet18": 1.0, "drstn_v5": 3.0})
     assert row["verdict"] == "supported" and row["gain (points)"] == pytest.approx(2.03, abs=0.01)
-    assert row["time / image ×"] == 4.0
+    assert row["time / image ×"] == 3.0  # the controlled step times, not the runs' 4.0
+    assert campaign.earns_its_cost(runs)[0]["time / image ×"] is None
     costs = campaign.costs(campaign.PLAN[1])["MMACs"] / campaign.costs(campaign.PLAN[0])["MMACs"]
     assert row["MACs ×"] == round(costs, 2)
 
@@ -327,19 +334,19 @@ def test_git_ignores_every_checkpoint_and_keeps_histories_and_shipped_weights():
 def test_a_configuration_is_costed_by_its_finished_runs_else_by_its_step_time_ratio():
     done = {"resnet18-seed0": {"train_time": 40 * 60}, "resnet18-seed1": {"train_time": 44 * 60},
             "drstn_v5-seed0": {"train_time": 30 * 60}}
-    costs = {"reference": "resnet18", "configurations": [{"configuration": "drstn_v5", "step time ratio": 0.5},
-                                                         {"configuration": "dmcnet34", "step time ratio": 4.0}]}
-    estimates = campaign.estimate_minutes(done, costs)
+    estimates = campaign.estimate_minutes(done, {"resnet18": 1.0, "drstn_v5": 0.5, "dmcnet34": 4.0})
     assert estimates["resnet18"] == (42.0, "its finished runs") and estimates["drstn_v5"][0] == 30.0
     # minutes per unit of ratio: 42 from ResNet-18, 60 from V5; their mean, 51, times 4
     assert estimates["dmcnet34"][0] == pytest.approx(204.0) and "4.00" in estimates["dmcnet34"][1]
-    assert "gdfrnet" not in estimates and campaign.estimate_minutes(done, None).keys() == {"resnet18", "drstn_v5"}
+    assert "gdfrnet" not in estimates and campaign.estimate_minutes(done, {}).keys() == {"resnet18", "drstn_v5"}
 
 
 def test_pending_costs_count_what_a_started_run_has_left(tiny):
+    assert campaign.step_time_ratios(root=tiny) == {}  # not measured yet
     (tiny / "performance").mkdir()
     (tiny / "performance" / "campaign_costs.json").write_text(json.dumps(
         {"reference": "resnet18", "configurations": [{"configuration": "drstn_v5", "step time ratio": 2.0}]}))
+    assert campaign.step_time_ratios(root=tiny) == {"resnet18": 1.0, "drstn_v5": 2.0}
     assert campaign.pending_costs(["resnet18-seed0"], root=tiny) == [
         {"configuration": "resnet18", "runs": 1, "CPU-hours": None, "estimated from": "not measured"}]
     runs = tiny / "campaign" / "converge"

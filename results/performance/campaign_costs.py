@@ -5,7 +5,8 @@ training step (forward, backward, SGD; batch 128, 1x28x28, width 16, channels-la
 precision the engine gives that model on this CPU) over ResNet-18's, measured in alternating
 rounds in one process with one torch thread, as the campaign's workers run. The campaign
 multiplies a ratio by the CPU time of the finished ResNet-18 runs to say what a configuration
-that has not run yet will cost (``dmcbook.campaign.estimated_minutes``).
+that has not run yet will cost (``dmcbook.campaign.estimate_minutes``), and chapter 05 draws its
+speed axis from these ratios (``dmcbook.campaign.step_time_ratios``).
 
 Run from the repository root: ``python results/performance/campaign_costs.py``. Writes
 ``campaign_costs.json`` here.
