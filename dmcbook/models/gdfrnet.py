@@ -112,7 +112,11 @@ class FRM(nn.Module):
 
     def reconstruction(self, x):
         """X1 of Eq. 5, cropped to the input size."""
-        y = self.up(self.reconstruct(x))[..., :x.shape[-2], :x.shape[-1]]
+        y = self.up(self.reconstruct(x))
+        if y.shape[-2:] != x.shape[-2:]:  # an odd input: up-sampling overshoots it by one
+            # cropped by a negative pad: a slice would hand BN a strided view and the transposed
+            # conv a channels-first gradient, both slow paths on a CPU
+            y = F.pad(y, (0, x.shape[-1] - y.shape[-1], 0, x.shape[-2] - y.shape[-2]))
         return F.relu(self.up_bn(y))
 
     def forward(self, x):
@@ -203,7 +207,9 @@ class FOM(nn.Module):
     def forward(self, f_h, f_l):
         m = self.similarity(f_h, f_l)["M_sim2"]
         up = F.interpolate(f_l, size=f_h.shape[-2:], mode="bilinear", align_corners=False)
-        return m * up + (1 - m) * f_h
+        # Eq. 29 as one lerp, f_h + M_sim2 (Up(F_l) - f_h): the same sum in one pass over the map
+        # instead of three (two products and a sum), in the forward and the backward pass
+        return torch.lerp(f_h, up, m)
 
 
 class OptimisationBranch(nn.Module):
