@@ -237,12 +237,13 @@ def _transfer(net, source: Path) -> None:
 
 
 def _restart_without_checkpoint(folder: Path) -> bool:
-    """Clear an unfinished run whose ``checkpoint.pt`` is not in this checkout (a fresh clone
-    carries its history only): there is nothing to resume from, and the Trainer would refuse
+    """Clear an unfinished run that has epochs but no ``checkpoint.pt`` in this checkout (a fresh
+    clone carries its history only): there is nothing to resume from, and the Trainer would refuse
     epochs it cannot account for. Returns whether it cleared the folder; raises
     :class:`RunFolderError` while another process trains there."""
-    if not (folder / "history.json").exists() or (folder / "checkpoint.pt").exists():
-        return False
+    history = folder / "history.json"
+    if (folder / "checkpoint.pt").exists() or not history.exists() or not json.loads(history.read_text())["epochs"]:
+        return False  # resumable, or nothing trained yet
     with run_lock(folder):
         if (folder / "checkpoint.pt").exists():  # its trainer wrote one meanwhile
             return False
@@ -484,9 +485,9 @@ def head_to_head(done: dict, chapter: str | None = H2H, step_ratios: dict | None
 
     Speed comes twice. ``step time ×`` is the controlled measurement (``step_ratios``, from
     :func:`step_time_ratios`; None where not measured), the one to compare networks by. ``train
-    img/s`` is what the runs themselves recorded: each run's fastest epoch, median over seeds
-    (whatever else ran on the machine only slows an epoch, so the fastest one comes closest to
-    the run's own speed), which still depends on what shared the machine with it."""
+    img/s`` is what the runs themselves recorded: the fastest epoch of any of its seeds (whatever
+    else ran on the machine only slows an epoch, and one seed's whole run can share the machine
+    with heavier work than another's), which still depends on what shared the machine."""
     import statistics
     rows = []
     for spec in compared(chapter):
@@ -494,7 +495,7 @@ def head_to_head(done: dict, chapter: str | None = H2H, step_ratios: dict | None
         if not finals:
             continue
         runs = [h for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant]
-        speed = statistics.median(max(e["images_per_sec"] for e in h["epochs"]) for h in runs)
+        speed = max(e["images_per_sec"] for h in runs for e in h["epochs"])
         rows.append({"model": spec.variant, **costs(spec), "step time ×": (step_ratios or {}).get(spec.variant),
                      "train img/s": round(speed), "acc": statistics.mean(finals), "std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
                      "seeds": len(finals)})

@@ -3,10 +3,12 @@
 For every configuration of ``dmcbook.campaign.PLAN`` trained on Fashion-MNIST, the time of a
 training step (forward, backward, SGD; batch 128, 1x28x28, width 16, channels-last, in the
 precision the engine gives that model on this CPU) over ResNet-18's, measured in alternating
-rounds in one process with one torch thread, as the campaign's workers run. The campaign
-multiplies a ratio by the CPU time of the finished ResNet-18 runs to say what a configuration
-that has not run yet will cost (``dmcbook.campaign.estimate_minutes``), and chapter 05 draws its
-speed axis from these ratios (``dmcbook.campaign.step_time_ratios``).
+rounds in one process with one torch thread, as the campaign's workers run, in processor time
+and with nothing else running: beside other trainings the ratios would also count their
+competition for caches and memory. The campaign multiplies a ratio by the CPU time of the
+finished ResNet-18 runs to say what a configuration that has not run yet will cost
+(``dmcbook.campaign.estimate_minutes``), and chapter 05 draws its speed axis from these ratios
+(``dmcbook.campaign.step_time_ratios``).
 
 Run from the repository root: ``python results/performance/campaign_costs.py``. Writes
 ``campaign_costs.json`` here.
@@ -52,10 +54,12 @@ def training_step(spec, compiled=False):
 
 
 def seconds(step):
-    start = time.perf_counter()
+    """Processor seconds per step: what the step costs, not how long it waited for a core on a
+    machine that other processes share (wall-clock time moved by up to half with the load)."""
+    start = time.process_time()
     for _ in range(STEPS):
         step()
-    return (time.perf_counter() - start) / STEPS
+    return (time.process_time() - start) / STEPS
 
 
 if __name__ == "__main__":
