@@ -173,9 +173,10 @@ def progress(pending: list[str], root: Path | None = None) -> dict[str, tuple[in
 
 def step_time_ratios(root: Path | None = None) -> dict[str, float]:
     """Each configuration's training step time as a ratio to ResNet-18's, measured on this
-    machine with the two timed in alternating rounds (``results/performance/campaign_costs.json``,
-    written by ``campaign_costs.py`` there); empty until that has been measured. Unlike the runs'
-    own throughput, these ratios do not depend on what else the machine was doing."""
+    machine with nothing else running, the two timed in alternating rounds, in processor time
+    (``results/performance/campaign_costs.json``, written by ``campaign_costs.py`` there); empty
+    until that has been measured. Unlike the runs' own throughput, these ratios do not depend on
+    what else the machine was doing while the runs trained."""
     costs_file = session(root, "cpu").results_dir.parents[1] / "performance" / "campaign_costs.json"
     if not costs_file.exists():
         return {}
@@ -497,8 +498,8 @@ def head_to_head(done: dict, chapter: str | None = H2H, step_ratios: dict | None
         runs = [h for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant]
         speed = max(e["images_per_sec"] for h in runs for e in h["epochs"])
         rows.append({"model": spec.variant, **costs(spec), "step time ×": (step_ratios or {}).get(spec.variant),
-                     "train img/s": round(speed), "acc": statistics.mean(finals), "std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
-                     "seeds": len(finals)})
+                     "train img/s": round(speed), "acc": statistics.mean(finals),
+                     "std": statistics.stdev(finals) if len(finals) > 1 else 0.0, "seeds": len(finals)})
     return rows
 
 
