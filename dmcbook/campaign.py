@@ -171,16 +171,23 @@ def progress(pending: list[str], root: Path | None = None) -> dict[str, tuple[in
     return started
 
 
-def step_time_ratios(root: Path | None = None) -> dict[str, float]:
-    """Each configuration's training step time as a ratio to ResNet-18's, measured on this
-    machine with nothing else running, the two timed in alternating rounds, in processor time
+def step_costs(root: Path | None = None) -> dict:
+    """The controlled measurement of the campaign's training steps: each configuration's step
+    against ResNet-18's, and the augmentation of a batch against the same step, timed in alternating
+    rounds in processor time on this machine with nothing else running
     (``results/performance/campaign_costs.json``, written by ``campaign_costs.py`` there); empty
-    until that has been measured. Unlike the runs' own throughput, these ratios do not depend on
-    what else the machine was doing while the runs trained."""
+    until that has been measured."""
     costs_file = session(root, "cpu").results_dir.parents[1] / "performance" / "campaign_costs.json"
-    if not costs_file.exists():
+    return json.loads(costs_file.read_text()) if costs_file.exists() else {}
+
+
+def step_time_ratios(root: Path | None = None) -> dict[str, float]:
+    """Each configuration's training step time as a ratio to ResNet-18's (:func:`step_costs`);
+    empty until measured. Unlike the runs' own throughput, these ratios do not depend on what else
+    the machine was doing while the runs trained."""
+    costs = step_costs(root)
+    if not costs:
         return {}
-    costs = json.loads(costs_file.read_text())
     return {costs["reference"]: 1.0} | {row["configuration"]: row["step time ratio"] for row in costs["configurations"]}
 
 

@@ -342,7 +342,7 @@ def test_a_configuration_is_costed_by_its_finished_runs_else_by_its_step_time_ra
 
 
 def test_pending_costs_count_what_a_started_run_has_left(tiny):
-    assert campaign.step_time_ratios(root=tiny) == {}  # not measured yet
+    assert campaign.step_time_ratios(root=tiny) == {} and campaign.step_costs(root=tiny) == {}  # not measured yet
     (tiny / "performance").mkdir()
     (tiny / "performance" / "campaign_costs.json").write_text(json.dumps(
         {"reference": "resnet18", "configurations": [{"configuration": "drstn_v5", "step time ratio": 2.0}]}))
