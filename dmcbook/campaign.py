@@ -478,6 +478,18 @@ def results_table(done: dict, chapter: str | None = None) -> list[dict]:
     return rows
 
 
+def final_accuracies(done: dict, chapter: str | None = None, dataset: str = DATASET) -> dict[str, list[float]]:
+    """Each configuration of ``chapter`` with finished runs on ``dataset``, in plan order: the final
+    test accuracy (%) of each seed, for :func:`dmcbook.viz.plot_results`."""
+    finals = {}
+    for spec in specs(chapter):
+        runs = {n: h for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant
+                and h["config"]["dataset"] == dataset}
+        if runs:
+            finals[spec.variant] = list(_finals(runs, spec.variant).values())
+    return finals
+
+
 def costs(spec: Spec, input_size=(1, 28, 28)) -> dict:
     """Parameters and multiply-accumulates of ``spec`` as the campaign trains it."""
     from .models.registry import create_model

@@ -228,6 +228,15 @@ def test_results_rows_state_seeds_cost_precision_and_the_papers_number(tiny):
     assert row["paper %"].startswith("92.29 (CIFAR-10)") and row["precision"] == "bf16-autocast"
 
 
+def test_final_accuracies_list_each_seed_per_configuration_in_plan_order_on_one_data_set():
+    runs = fake_runs({"drstn_v5": [90.0, 92.0], "resnet18": [93.0], "digits-scratch": [99.0]})
+    for name, history in runs.items():
+        history["config"] = {"dataset": "digits" if name.startswith("digits") else "fashion-mnist"}
+    finals = campaign.final_accuracies(runs, "04_drstn")
+    assert list(finals.items()) == [("resnet18", [93.0]), ("drstn_v5", [90.0, 92.0])]
+    assert campaign.final_accuracies(runs, "04_drstn", dataset="digits") == {"digits-scratch": [99.0]}
+
+
 def test_a_calibration_spec_keeps_its_own_recipe_and_seeds_and_stays_out_of_the_comparison(tiny, monkeypatch):
     longer = Spec("drstn_v5-2ep", "drstn_v5", chapters=("05_head_to_head",), recipe={"epochs": 2}, seeds=(0,))
     monkeypatch.setattr(campaign, "PLAN", (*campaign.PLAN, longer))
