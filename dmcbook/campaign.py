@@ -479,10 +479,11 @@ def results_table(done: dict, chapter: str | None = None) -> list[dict]:
 
 
 def final_accuracies(done: dict, chapter: str | None = None, dataset: str = DATASET) -> dict[str, list[float]]:
-    """Each configuration of ``chapter`` with finished runs on ``dataset``, in plan order: the final
-    test accuracy (%) of each seed, for :func:`dmcbook.viz.plot_results`."""
+    """Each configuration of ``chapter`` trained under the shared recipe (:func:`compared`) with
+    finished runs on ``dataset``, in plan order: the final test accuracy (%) of each seed, for
+    :func:`dmcbook.viz.plot_results`."""
     finals = {}
-    for spec in specs(chapter):
+    for spec in compared(chapter):
         runs = {n: h for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant
                 and h["config"]["dataset"] == dataset}
         if runs:

@@ -235,6 +235,10 @@ def test_final_accuracies_list_each_seed_per_configuration_in_plan_order_on_one_
     finals = campaign.final_accuracies(runs, "04_drstn")
     assert list(finals.items()) == [("resnet18", [93.0]), ("drstn_v5", [90.0, 92.0])]
     assert campaign.final_accuracies(runs, "04_drstn", dataset="digits") == {"digits-scratch": [99.0]}
+    calibration = fake_runs({"resnet18-10ep": [93.0], "resnet18": [94.0]})
+    for history in calibration.values():
+        history["config"] = {"dataset": "fashion-mnist"}
+    assert campaign.final_accuracies(calibration, "05_head_to_head") == {"resnet18": [94.0]}  # not its 10 epochs
 
 
 def test_a_calibration_spec_keeps_its_own_recipe_and_seeds_and_stays_out_of_the_comparison(tiny, monkeypatch):
