@@ -191,15 +191,31 @@ def step_time_ratios(root: Path | None = None) -> dict[str, float]:
     return {costs["reference"]: 1.0} | {row["configuration"]: row["step time ratio"] for row in costs["configurations"]}
 
 
+def device_type(history: dict) -> str:
+    """Where a run trained: ``"cpu"`` or ``"cuda"`` (its history's device, without the index)."""
+    return history["environment"]["device"].partition(":")[0]
+
+
+def training_minutes(histories) -> dict[str, float]:
+    """Minutes of training in ``histories`` (an iterable of histories) by device type: a GPU's
+    minutes are not CPU-minutes, so the two are never summed."""
+    minutes = {}
+    for history in histories:
+        minutes[device_type(history)] = minutes.get(device_type(history), 0.0) + history["train_time"] / 60
+    return minutes
+
+
 def estimate_minutes(done: dict, ratios: dict[str, float]) -> dict[str, tuple[float, str]]:
     """CPU-minutes one run of each configuration takes (one thread, beside another run), and
-    what the figure rests on: the mean of its finished runs, else its training step's time as a
-    ratio to ResNet-18's (``ratios``: :func:`step_time_ratios`) times the minutes per unit of
-    that ratio that the finished configurations took, on average."""
+    what the figure rests on: the mean of its finished runs on a CPU, else its training step's
+    time as a ratio to ResNet-18's (``ratios``: :func:`step_time_ratios`) times the minutes per
+    unit of that ratio that the finished configurations took, on average. Runs made on a GPU
+    say nothing about CPU time and are left out."""
     import statistics
     minutes = {}
     for name, history in done.items():
-        minutes.setdefault(name.rpartition("-seed")[0], []).append(history["train_time"] / 60)
+        if device_type(history) == "cpu":
+            minutes.setdefault(name.rpartition("-seed")[0], []).append(history["train_time"] / 60)
     measured = {variant: statistics.mean(m) for variant, m in minutes.items()}
     per_unit = [measured[v] / ratio for v, ratio in ratios.items() if v in measured]
     estimates = {}
@@ -460,7 +476,8 @@ def intervals(done: dict, chapter: str | None = None, claims=None, measure: str 
 def results_table(done: dict, chapter: str | None = None) -> list[dict]:
     """One row per configuration of ``chapter`` with finished runs: parameters, final and best
     test accuracy (mean ± std over seeds, %), seeds, the paper's accuracy where it reports one
-    (on its own data), CPU-minutes per run and precision."""
+    (on its own data), CPU-minutes per run (of the runs made on a CPU; GPU-minutes apart, where a
+    run was made on a GPU) and precision."""
     import statistics
     from .experiments import mean_std
     rows = []
@@ -468,13 +485,17 @@ def results_table(done: dict, chapter: str | None = None) -> list[dict]:
         runs = [h for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant]
         if not runs:
             continue
-        rows.append({"configuration": spec.variant, "data": runs[0]["config"]["dataset"],
-                     "params (M)": round(runs[0]["config"]["parameters"] / 1e6, 3),
-                     "final acc % (converge)": mean_std([h["final_test_acc"] for h in runs]),
-                     "best acc %": mean_std([h["best_test_acc"] for h in runs]), "seeds": len(runs),
-                     "paper %": PAPER_ACC.get(spec.variant),
-                     "CPU-min / run": round(statistics.mean(h["train_time"] for h in runs) / 60, 1),
-                     "precision": runs[0]["engine"]["precision"]})
+        row = {"configuration": spec.variant, "data": runs[0]["config"]["dataset"],
+               "params (M)": round(runs[0]["config"]["parameters"] / 1e6, 3),
+               "final acc % (converge)": mean_std([h["final_test_acc"] for h in runs]),
+               "best acc %": mean_std([h["best_test_acc"] for h in runs]), "seeds": len(runs),
+               "paper %": PAPER_ACC.get(spec.variant)}
+        cpu = [h["train_time"] / 60 for h in runs if device_type(h) == "cpu"]
+        gpu = [h["train_time"] / 60 for h in runs if device_type(h) != "cpu"]
+        row["CPU-min / run"] = round(statistics.mean(cpu), 1) if cpu else None
+        if gpu:
+            row["GPU-min / run"] = round(statistics.mean(gpu), 1)
+        rows.append(row | {"precision": runs[0]["engine"]["precision"]})
     return rows
 
 
@@ -506,7 +527,7 @@ def head_to_head(done: dict, chapter: str | None = H2H, step_ratios: dict | None
 
     Speed comes twice. ``step time ×`` is the controlled measurement (``step_ratios``, from
     :func:`step_time_ratios`; None where not measured), the one to compare networks by. ``train
-    img/s`` is what the runs themselves recorded: the fastest epoch of any of its seeds (whatever
+    img/s`` is what the runs made on a CPU recorded: the fastest epoch of any of its seeds (whatever
     else ran on the machine only slows an epoch, and one seed's whole run can share the machine
     with heavier work than another's), which still depends on what shared the machine."""
     import statistics
@@ -515,10 +536,10 @@ def head_to_head(done: dict, chapter: str | None = H2H, step_ratios: dict | None
         finals = list(_finals(done, spec.variant).values())
         if not finals:
             continue
-        runs = [h for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant]
-        speed = max(e["images_per_sec"] for h in runs for e in h["epochs"])
+        speeds = [e["images_per_sec"] for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant
+                  and device_type(h) == "cpu" for e in h["epochs"]]
         rows.append({"model": spec.variant, **costs(spec), "step time ×": (step_ratios or {}).get(spec.variant),
-                     "train img/s": round(speed), "acc": statistics.mean(finals),
+                     "train img/s": round(max(speeds)) if speeds else None, "acc": statistics.mean(finals),
                      "std": statistics.stdev(finals) if len(finals) > 1 else 0.0, "seeds": len(finals)})
     return rows
 

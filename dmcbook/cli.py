@@ -190,8 +190,9 @@ def cmd_campaign(args) -> None:
         print(f"[campaign] trained {len(trained)} runs here; status: python -m dmcbook campaign status")
         return
     done, pending = campaign.collect(args.chapter, seeds=args.seeds)
-    minutes = sum(h["train_time"] for h in done.values()) / 60
-    print(f"{len(done)} runs finished ({minutes:.0f} CPU-minutes of training), {len(pending)} pending")
+    minutes = campaign.training_minutes(done.values())
+    spent = " and ".join(f"{m:.0f} {'CPU' if device == 'cpu' else 'GPU'}-minutes" for device, m in sorted(minutes.items()))
+    print(f"{len(done)} runs finished ({spent or '0 CPU-minutes'} of training), {len(pending)} pending")
     started = campaign.progress(pending)
     for name in pending:
         print(f"  pending {name}" + (" ({}/{} epochs done)".format(*started[name]) if name in started else ""))

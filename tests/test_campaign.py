@@ -66,7 +66,7 @@ def test_a_run_held_by_another_process_is_skipped_not_shared(tiny):
 
 def fake_runs(finals: dict) -> dict:
     """Histories with only what the comparisons read: variant -> per-seed final accuracies (%)."""
-    return {f"{v}-seed{s}": {"status": "finished", "final_test_acc": acc / 100}
+    return {f"{v}-seed{s}": {"status": "finished", "final_test_acc": acc / 100, "environment": {"device": "cpu"}}
             for v, accs in finals.items() for s, acc in enumerate(accs)}
 
 
@@ -241,6 +241,21 @@ def test_final_accuracies_list_each_seed_per_configuration_in_plan_order_on_one_
     assert campaign.final_accuracies(calibration, "05_head_to_head") == {"resnet18": [94.0]}  # not its 10 epochs
 
 
+def test_gpu_minutes_are_kept_apart_from_cpu_minutes(tiny):
+    runs = fake_runs({"drstn_v5": [90.0, 92.0, 91.0], "resnet18": [93.0]})
+    for (name, history), (device, minutes) in zip(runs.items(), [("cpu", 30), ("cpu", 34), ("cuda:0", 2),
+                                                                  ("cuda", 1)]):
+        history.update(environment={"device": device}, train_time=60 * minutes, best_test_acc=0.95,
+                       config={"dataset": "fashion-mnist", "parameters": 1000},
+                       engine={"precision": "bf16-autocast"}, epochs=[{"images_per_sec": 10 * minutes}])
+    v5, r18 = campaign.results_table(runs, "04_drstn")[::-1]
+    assert (v5["CPU-min / run"], v5["GPU-min / run"]) == (32.0, 2.0)
+    assert r18["CPU-min / run"] is None and r18["GPU-min / run"] == 1.0
+    assert campaign.training_minutes(runs.values()) == {"cpu": 64.0, "cuda": 3.0}
+    speeds = {r["model"]: r["train img/s"] for r in campaign.head_to_head(runs, "04_drstn")}
+    assert speeds == {"resnet18": None, "drstn_v5": 340}  # the CPU's epochs only
+
+
 def test_a_calibration_spec_keeps_its_own_recipe_and_seeds_and_stays_out_of_the_comparison(tiny, monkeypatch):
     longer = Spec("drstn_v5-2ep", "drstn_v5", chapters=("05_head_to_head",), recipe={"epochs": 2}, seeds=(0,))
     monkeypatch.setattr(campaign, "PLAN", (*campaign.PLAN, longer))
@@ -345,8 +360,11 @@ def test_git_ignores_every_checkpoint_and_keeps_histories_and_shipped_weights():
 
 
 def test_a_configuration_is_costed_by_its_finished_runs_else_by_its_step_time_ratio():
-    done = {"resnet18-seed0": {"train_time": 40 * 60}, "resnet18-seed1": {"train_time": 44 * 60},
-            "drstn_v5-seed0": {"train_time": 30 * 60}}
+    cpu = {"device": "cpu"}
+    done = {"resnet18-seed0": {"train_time": 40 * 60, "environment": cpu},
+            "resnet18-seed1": {"train_time": 44 * 60, "environment": cpu},
+            "drstn_v5-seed0": {"train_time": 30 * 60, "environment": cpu},
+            "drstn_v5-seed1": {"train_time": 3 * 60, "environment": {"device": "cuda:0"}}}  # not CPU time
     estimates = campaign.estimate_minutes(done, {"resnet18": 1.0, "drstn_v5": 0.5, "dmcnet34": 4.0})
     assert estimates["resnet18"] == (42.0, "its finished runs") and estimates["drstn_v5"][0] == 30.0
     # minutes per unit of ratio: 42 from ResNet-18, 60 from V5; their mean, 51, times 4
@@ -363,7 +381,8 @@ def test_pending_costs_count_what_a_started_run_has_left(tiny):
     assert campaign.pending_costs(["resnet18-seed0"], root=tiny) == [
         {"configuration": "resnet18", "runs": 1, "CPU-hours": None, "estimated from": "not measured"}]
     runs = tiny / "campaign" / "converge"
-    for name, history in {"resnet18-seed0": {"status": "finished", "train_time": 600 * 60, "final_test_acc": 0.9},
+    for name, history in {"resnet18-seed0": {"status": "finished", "train_time": 600 * 60, "final_test_acc": 0.9,
+                                             "environment": {"device": "cpu"}},
                           "drstn_v5-seed1": {"status": "running", "epochs": [{}],  # ten hours; a quarter done
                                              "config": {"recipe": {"epochs": 4}}}}.items():
         (runs / name).mkdir(parents=True)
