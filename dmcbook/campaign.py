@@ -260,6 +260,43 @@ def _transfer(net, source: Path) -> None:
     init_from_checkpoint(net, source)
 
 
+def ship_best_weights(name: str, root: Path | None = None) -> dict:
+    """Ship the best epoch's weights of finished run ``name`` (its ``best.pt``, which git never
+    carries) with its history, as checksummed fp16 safetensors, so that a chapter can look inside
+    the converged network in any clone; returns the history's ``weights`` record, which names the
+    epoch. Run it in the checkout that trained the run."""
+    from .experiments import build_network, save_shipped_weights
+    from .train import CheckpointError, load_checkpoint, save_json
+    folder = session(root, "cpu").results_dir / name
+    history = json.loads((folder / "history.json").read_text()) if (folder / "history.json").exists() else {}
+    if history.get("status") != "finished":
+        raise ValueError(f"campaign run {name!r} has not finished in {folder.parent}; ship its weights once it has")
+    if not (folder / "best.pt").exists():
+        raise CheckpointError(f"{folder / 'best.pt'} is not in this checkout (git never carries it); "
+                              f"ship {name}'s weights from the checkout that trained it")
+    net = build_network(history)
+    best = load_checkpoint(folder / "best.pt", net)
+    # a checkpoint counts epochs from 0, a history from 1
+    history["weights"] = save_shipped_weights(net, folder) | {"epoch": best["epoch"] + 1}
+    save_json(history, folder / "history.json")
+    return history["weights"]
+
+
+def trained_network(name: str, root: Path | None = None):
+    """The network of finished run ``name`` holding its shipped weights (:func:`ship_best_weights`),
+    in evaluation mode, and its history."""
+    from .experiments import build_network, load_shipped_weights
+    from .train import CheckpointError
+    folder = session(root, "cpu").results_dir / name
+    history = json.loads((folder / "history.json").read_text())
+    if not history.get("weights"):
+        raise CheckpointError(f"campaign run {name!r} ships no weights (only its history); "
+                              "campaign.ship_best_weights ships them from the checkout that trained it")
+    net = build_network(history)
+    load_shipped_weights(net, folder, history["weights"])
+    return net.eval(), history
+
+
 def _restart_without_checkpoint(folder: Path) -> bool:
     """Clear an unfinished run that has epochs but no ``checkpoint.pt`` in this checkout (a fresh
     clone carries its history only): there is nothing to resume from, and the Trainer would refuse

@@ -46,6 +46,15 @@ class Experiment:
         return f"Experiment({self.name!r}, status={self.history.get('status')!r}, has_model={self.has_model})"
 
 
+def build_network(history: dict) -> nn.Module:
+    """A freshly initialised network built as the run of ``history`` built it (its seed, model,
+    options, stem, channels and classes), before any training or parameter transfer."""
+    config = history["config"]
+    torch.manual_seed(config["seed"])
+    return create_model(config["model"], config["num_classes"], config["in_chans"], config["stem"],
+                        **config["model_options"])
+
+
 def save_shipped_weights(model: nn.Module, out_dir: Path) -> dict:
     """Write the model's weights as fp16 safetensors (half the bytes; the book inspects, never
     resumes from them) and return what the history records: file, dtype and SHA-256."""

@@ -51,6 +51,30 @@ def test_runs_are_made_once_in_plan_order_and_read_back(tiny, monkeypatch):
     assert campaign.run("05_head_to_head", seeds=(0, 1), root=tiny, say=lambda *_: None) == []
 
 
+def test_a_finished_runs_best_weights_ship_and_rebuild_its_network(tiny):
+    import torch
+    from dmcbook.train import CheckpointError, load_checkpoint
+    with pytest.raises(ValueError, match="has not finished"):
+        campaign.ship_best_weights("drstn_v5-seed0", root=tiny)
+    campaign.run("05_head_to_head", seeds=(0,), root=tiny, say=lambda *_: None)
+    with pytest.raises(CheckpointError, match="ships no weights"):
+        campaign.trained_network("drstn_v5-seed0", root=tiny)
+    folder = tiny / "campaign" / "converge" / "drstn_v5-seed0"
+    record = campaign.ship_best_weights("drstn_v5-seed0", root=tiny)
+    history = json.loads((folder / "history.json").read_text())
+    assert history["weights"] == record and record["epoch"] == history["best_epoch"] == 1
+    net, shipped_history = campaign.trained_network("drstn_v5-seed0", root=tiny)
+    best = create_model("drstn_v5", 10, 1, "cifar", width=4)
+    load_checkpoint(folder / "best.pt", best)
+    x = torch.randn(8, 1, 32, 32)
+    with torch.no_grad():  # the trained BN statistics and weights, to fp16's precision
+        assert not net.training and torch.allclose(net(x), best.eval()(x), atol=2e-2)
+        assert not torch.allclose(net(x), create_model("drstn_v5", 10, 1, "cifar", width=4).eval()(x), atol=2e-2)
+    (folder / "best.pt").unlink()
+    with pytest.raises(CheckpointError, match="not in this checkout"):
+        campaign.ship_best_weights("drstn_v5-seed0", root=tiny)
+
+
 def test_a_run_held_by_another_process_is_skipped_not_shared(tiny):
     import os
     import socket

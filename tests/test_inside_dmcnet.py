@@ -9,7 +9,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from dmcbook import create_model, viz  # noqa: E402
-from dmcbook.inside.dmcnet import alternative_counts, plot_dynamic_masks  # noqa: E402
+import pytest  # noqa: E402
+from dmcbook.inside.dmcnet import (ae_offset, ae_weights, alternative_counts,  # noqa: E402
+                                   conditional_mask_statistics, m3_weight_size, plot_dynamic_masks,
+                                   stage_conditional_masks)
 from dmcbook.models.dmcnet import AE, ABLATIONS, DynamicMaskConv  # noqa: E402
 from dmcbook.profile import count_params  # noqa: E402
 
@@ -45,3 +48,49 @@ def test_the_mask_figure_fits_the_page():
         assert len(fig.axes) >= 6 + 3  # six panels, colour bars for the input, M3 and X_ke/X_out
     finally:
         plt.close(fig)
+
+
+def test_stage_masks_and_their_statistics_follow_m3_and_see_a_constant_mask_as_flat():
+    torch.manual_seed(0)
+    net = create_model("dmcnet34", num_classes=10, in_chans=1, width=8).eval()
+    images = torch.zeros(2, 1, 28, 28)
+    images[:, :, 4:24, 8:20] = 0.9  # a garment in the middle, background around it
+    masks = stage_conditional_masks(net, images)
+    assert list(masks) == [f"layers.{i}.0.branch2.1" for i in range(4)]
+    seen = []  # the M3 that the module itself computes in the network's forward pass
+    hook = net.get_submodule("layers.1.0.branch2.1.cond").register_forward_hook(lambda m, i, out: seen.append(out))
+    with torch.no_grad():
+        net(images)
+    hook.remove()
+    assert torch.equal(masks["layers.1.0.branch2.1"], seen[0]) and seen[0].std() > 0
+    # a mask that is 1 on the garment and 0 around it, then a constant one
+    garment = (images > 0.5).float()
+    sharp = {"stage": garment, "coarse": torch.nn.functional.avg_pool2d(garment, 2).round()}
+    rows = conditional_mask_statistics(sharp, images)
+    assert [(r["M3 on garment"], r["M3 on background"]) for r in rows] == [(1.0, 0.0), (1.0, 0.0)]
+    assert all(r["M3 spread within an image"] > 0.4 for r in rows)
+    [flat] = conditional_mask_statistics({"stage": torch.full_like(garment, 0.7)}, images)
+    assert flat["M3 spread within an image"] == 0.0 and flat["M3 on garment"] == pytest.approx(flat["M3 on background"])
+
+
+def test_ae_offset_is_how_far_the_weights_stray_from_one_half():
+    net = create_model("dmcnet34", num_classes=10, in_chans=1, width=8).eval()
+    weights = ae_weights(net, torch.randn(3, 1, 28, 28))
+    assert len(weights) == sum(isinstance(m, AE) for m in net.modules())
+    assert all(w.shape[0] == 3 and ((w > 0) & (w < 1)).all() for parts in weights.values() for w in parts.values())
+    assert ae_offset({"ae": {"w_p": torch.full((2, 4), 0.5), "w_a": torch.tensor([[0.9, 0.1]])}}) == pytest.approx(0.4)
+    assert ae_offset({"ae": {"w_p": torch.full((2, 4), 0.5), "w_a": torch.full((2, 4), 0.5)}}) == 0.0
+
+
+def test_m3_weight_size_reads_only_the_conditional_mask_convolutions():
+    net = create_model("dmcnet34", num_classes=10, in_chans=1, width=8)
+    before = m3_weight_size(net)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, DynamicMaskConv):
+                m.conv.weight.mul_(100)  # the dilated convolution is not M3's
+                for p in m.cond.parameters():
+                    p.mul_(0.1)
+    assert m3_weight_size(net) == pytest.approx(before / 10, rel=1e-5)
+    with pytest.raises(ValueError, match="no D_M_Conv"):
+        m3_weight_size(create_model("dmcnet34", num_classes=10, width=8, mask="mask1"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models.resnet import BasicBlock
 
 from ..checks import check_choice
@@ -110,6 +111,75 @@ def plot_dynamic_masks(dmc: DynamicMaskConv, x: torch.Tensor, mask: str = "mask8
     viz.add_colorbar(fig, shown, axes[-2:], shrink=0.8)  # X_ke and X_out share one scale
     fig.suptitle(title or f"{mask}, m = {dmc.m if m is None else m}", fontsize=10)
     return fig
+
+
+@torch.no_grad()
+def stage_conditional_masks(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """M3 (N, 1, H, W) on ``images`` of the first D_M_Conv of each stage (the masked conv of its
+    first block's second branch), in eval mode (random masks off, as at test time)."""
+    inputs = capture_inputs(model, images, DynamicMaskConv)
+    return {name: model.get_submodule(name).forward_parts(x)["m3"]
+            for name, x in inputs.items() if name.endswith(".0.branch2.1")}
+
+
+def plot_conditional_masks(masks: dict[str, torch.Tensor], images: torch.Tensor, title: str | None = None):
+    """:func:`stage_conditional_masks` over their images (0-1 pixels, N, C, H, W): one row per
+    stage, one column per image, on one 0-1 scale (bright: the pixel is kept in X_co)."""
+    from .. import viz
+    n = len(images)
+    fig, axes = viz.page_subplots(n * len(masks), ncols=n, panel=1.6)
+    for row, m3 in enumerate(masks.values()):
+        for i in range(n):
+            viz.heatmap_overlay(images[i], m3[i, 0], ax=axes[n * row + i], alpha=0.6, cmap="magma", vmin=0, vmax=1)
+        axes[n * row].set_title(f"stage {row + 1}", fontsize=9, loc="left")
+    viz.add_colorbar(fig, axes[0].images[-1], axes, label="M3 (0-1)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def conditional_mask_statistics(masks: dict[str, torch.Tensor], images: torch.Tensor,
+                                threshold: float = 0.1) -> list[dict]:
+    """Per stage, for :func:`stage_conditional_masks` over ``images`` (0-1 pixels, N, C, H, W):
+    M3's mean over the garment and over the background (a pixel is garment where the image
+    exceeds ``threshold``; at a stage's coarser resolution, where most of the cell's pixels are),
+    and how much M3 varies within an image (its standard deviation over the pixels, averaged over
+    the images): near zero, M3 keeps every pixel alike and is a fixed scaling, not a mask."""
+    rows = []
+    for stage, m3 in enumerate(masks.values(), 1):
+        garment = F.adaptive_avg_pool2d((images.mean(1, keepdim=True) > threshold).float(), m3.shape[-2:]) > 0.5
+        rows.append({"stage": stage, "M3 on garment": m3[garment].mean().item(),
+                     "M3 on background": m3[~garment].mean().item(),
+                     "M3 spread within an image": m3.std((2, 3)).mean().item()})
+    return rows
+
+
+def m3_weight_size(model: nn.Module) -> float:
+    """The mean |weight| of the convolutions that compute M3 (bias aside), over every D_M_Conv
+    with a conditional mask: set beside the same network's at initialisation, how far training
+    grew or shrank them."""
+    sizes = [p.abs().mean().item() for m in model.modules() if isinstance(m, DynamicMaskConv) and m.conditional_mask
+             for p in m.cond.parameters() if p.dim() > 1]
+    if not sizes:
+        raise ValueError("the model has no D_M_Conv with a conditional mask (M3)")
+    return sum(sizes) / len(sizes)
+
+
+@torch.no_grad()
+def ae_weights(model: nn.Module, images: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+    """For every AE module, its pixel-branch weights W_p and channel weights W_a on ``images``
+    (each (N, C): one value per channel and image), in eval mode."""
+    weights = {}
+    for name, s in capture_inputs(model, images, AE).items():
+        parts = model.get_submodule(name).forward_parts(s)
+        weights[name] = {key: parts[key][:, :, 0, 0] for key in ("w_p", "w_a")}
+    return weights
+
+
+def ae_offset(weights: dict[str, dict[str, torch.Tensor]]) -> float:
+    """How far AE's weights (:func:`ae_weights`) stray from 0.5, the sigmoid of zero: the largest
+    mean |w - 0.5| of any AE's W_p or W_a. Near zero, AE only scales its two branches by a half."""
+    return max((w - 0.5).abs().mean().item() for parts in weights.values() for w in parts.values())
 
 
 def branch_receptive_fields(block: MMCF, size: int = 25) -> list[torch.Tensor]:
