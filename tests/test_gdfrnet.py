@@ -7,7 +7,8 @@ from scipy import ndimage
 
 from dmcbook.models import create_model
 from dmcbook.profile import count_flops
-from dmcbook.inside.gdfrnet import frm_maps, inside_gdfrnet, mac_breakdown, parameter_breakdown
+from dmcbook.inside.gdfrnet import (attention_statistics, frm_maps, fusion_statistics, inside_gdfrnet,
+                                    mac_breakdown, parameter_breakdown)
 from dmcbook.models.gdfrnet import FGCM, FOM, FRM, FRRB, LaplacianOfGaussian
 
 from bn_helpers import randomize_bn  # tests/bn_helpers.py
@@ -276,3 +277,31 @@ def test_analysis_helpers():
     assert model.training and set(maps) == {"conv", "block", "frm", "detail", "fused", "fom"}
     assert maps["frm"]["A_h"].shape == (2, 8, 1, 12) and maps["fom"]["M_sim2"].shape == (2, 1, 12, 12)
     assert set(inside_gdfrnet(create_model("gdfrnet", variant="net2", **SMALL), torch.randn(2, 1, 12, 12))) == {"conv", "block"}
+
+
+def test_attention_statistics_see_a_constant_attention_as_flat():
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("gdfrnet", width=8, r=4))
+    images = torch.randn(4, 3, 16, 16)
+    rows = attention_statistics(model, images)
+    assert [(r["stage"], r["FRMs"]) for r in rows] == [(1, 3), (2, 4), (3, 6), (4, 3)]
+    assert all(r["spread over the map"] > 1e-3 for r in rows)
+    with torch.no_grad():  # gates of zero: A_h = A_w = 1/2 everywhere, a constant quarter
+        for frm in (m for m in model.modules() if isinstance(m, FRM)):
+            for gate in (frm.attention.gate_h, frm.attention.gate_w):
+                gate.weight.zero_(), gate.bias.zero_()
+    for row in attention_statistics(model, images):
+        assert row["mean weight"] == pytest.approx(0.25) and row["spread over the map"] == 0.0
+
+
+def test_fusion_statistics_give_the_foms_one_weight_per_image():
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("gdfrnet", width=8, r=4))
+    images = torch.randn(4, 3, 32, 32)
+    rows = fusion_statistics(model, images)
+    assert [r["FOM"] for r in rows] == ["0", "1"]
+    assert all(r["within an image"] < 1e-6 and r["between images"] > 0 for r in rows)  # one number per image
+    with torch.no_grad():
+        for fom in (m for m in model.modules() if isinstance(m, FOM)):
+            fom.refine.weight.zero_()  # M_sim2 = sigmoid(0) for every pixel of every image
+    assert all(r["M_sim2 mean"] == 0.5 and r["between images"] == 0.0 for r in fusion_statistics(model, images))

@@ -6,10 +6,11 @@ import re
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..models.common import ResNet
-from ..models.gdfrnet import FRM, FRRB, LaplacianOfGaussian
+from ..models.gdfrnet import FOM, FRM, FRRB, LaplacianOfGaussian
 
 
 def frm_maps(frm: FRM, x: torch.Tensor) -> dict:
@@ -108,6 +109,54 @@ def inside_gdfrnet(model: ResNet, x: torch.Tensor, stage: int = 0) -> dict:
     if "fom_in" in seen:
         seen["fom"] = branch.fom[0].similarity(*seen.pop("fom_in"))
     return seen
+
+
+def _module_inputs(model: nn.Module, kind: type, x: torch.Tensor) -> dict[str, tuple]:
+    """The inputs of every ``kind`` module of ``model`` in one eval-mode pass of ``x``."""
+    seen, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, kind):
+            hooks.append(module.register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(name, args)))
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+@torch.no_grad()
+def attention_statistics(model: ResNet, images: torch.Tensor) -> list[dict]:
+    """Per stage, how its FRMs' coordinate attention weights the map on ``images`` (eval mode):
+    the mean weight A_w A_h, and how much it varies over the map (its standard deviation over
+    the positions, averaged over channels, images and the stage's FRMs). Near zero, the attention
+    scales whole channels and picks out no region."""
+    stages: dict[int, list[tuple[float, float]]] = {}
+    for name, (x,) in _module_inputs(model, FRM, images).items():
+        a_h, a_w = model.get_submodule(name).attention.weights(x)
+        weight = a_w * a_h
+        stage = int(re.search(r"layers\.(\d+)\.", name).group(1)) + 1
+        stages.setdefault(stage, []).append((weight.mean().item(), weight.std((2, 3)).mean().item()))
+    return [{"stage": stage, "FRMs": len(values), "mean weight": sum(v[0] for v in values) / len(values),
+             "spread over the map": sum(v[1] for v in values) / len(values)}
+            for stage, values in sorted(stages.items())]
+
+
+@torch.no_grad()
+def fusion_statistics(model: ResNet, images: torch.Tensor, frame: int = 3) -> list[dict]:
+    """For each FOM of the branch, its weight M_sim2 on ``images`` (eval mode) inside the
+    ``frame``-pixel border, where it is one number per image: the mean over the images, how
+    much it differs between images, and how much it varies within an image (about zero)."""
+    rows = []
+    for name, (f_h, f_l) in _module_inputs(model, FOM, images).items():
+        inner = model.get_submodule(name).similarity(f_h, f_l)["M_sim2"][:, 0, frame:-frame, frame:-frame]
+        per_image = inner.mean((1, 2))
+        rows.append({"FOM": name.rsplit(".", 1)[-1], "M_sim2 mean": per_image.mean().item(),
+                     "between images": per_image.std().item(), "within an image": inner.std((1, 2)).mean().item()})
+    return rows
 
 
 def parameter_breakdown(model: ResNet) -> list[dict]:
