@@ -49,3 +49,16 @@ def test_shipped_weights_stay_small_and_are_each_recorded_by_their_run():
     for path in shipped:
         weights = json.loads((path.parent / "history.json").read_text())["weights"]
         assert weights["file"] == path.name and len(weights["sha256"]) == 64
+
+
+@pytest.mark.parametrize("path", [*NOTEBOOKS, *sorted((ROOT / "book").glob("*.ipynb"))], ids=lambda p: p.name)
+def test_shown_code_fits_the_page(path):
+    """The chapter guide: code fits the page, 88 columns, in every cell a reader sees (shown or
+    collapsed); only cells the book removes may run longer."""
+    long_lines = []
+    for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+        hidden = {"remove-cell", "remove-input"} & set(cell.get("metadata", {}).get("tags", []))
+        if cell["cell_type"] == "code" and not hidden:
+            long_lines += [f"cell {i}: {line[:40]}..." for line in "".join(cell["source"]).splitlines()
+                           if len(line) > 88]
+    assert not long_lines, long_lines
