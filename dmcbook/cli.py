@@ -183,11 +183,21 @@ def cmd_bench(args) -> None:
 
 def cmd_campaign(args) -> None:
     from . import campaign
+    if args.runs and args.action != "ship":
+        raise ValueError(f"campaign {args.action} takes no run names (only ship does); got {' '.join(args.runs)}")
     if args.action == "run":
         deadline = None if args.minutes is None else time.time() + 60 * args.minutes
         trained = campaign.run(args.chapter, seeds=args.seeds, device=args.device, limit=args.limit,
                                deadline=deadline)
         print(f"[campaign] trained {len(trained)} runs here; status: python -m dmcbook campaign status")
+        return
+    if args.action == "ship":
+        if not args.runs:
+            raise ValueError("ship needs the names of finished runs, e.g. campaign ship dmcnet34-seed0")
+        for name in args.runs:
+            weights = campaign.ship_best_weights(name)
+            print(f"[campaign] {name}: best weights (epoch {weights['epoch']}) shipped as {weights['file']}, "
+                  f"sha256 {weights['sha256'][:12]}...; commit them with its history")
         return
     done, pending = campaign.collect(args.chapter, seeds=args.seeds)
     minutes = campaign.training_minutes(done.values())
@@ -259,8 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", type=_device)
             p.add_argument("--json", help="also write the results (with the machine named) to this JSON file")
     campaign = sub.add_parser("campaign", help="the converged comparisons of every chapter (hours of CPU; resumable)")
-    campaign.add_argument("action", choices=("run", "status"),
-                          help="run: train the missing runs in order (start one process per core); status: list them")
+    campaign.add_argument("action", choices=("run", "status", "ship"),
+                          help="run: train the missing runs in order (start one process per core); status: list them; "
+                               "ship: keep finished runs' best weights with their histories, for git")
+    campaign.add_argument("runs", nargs="*", help="ship: the finished runs (e.g. dmcnet34-seed0)")
     campaign.add_argument("--chapter", help="only the runs this chapter reads (e.g. 04_drstn, 05_head_to_head)")
     campaign.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     campaign.add_argument("--limit", type=_positive_int, help="stop after training this many runs")

@@ -240,6 +240,13 @@ def test_the_cli_runs_the_plan_and_reports_its_status(tiny, monkeypatch, capsys)
     assert (tiny / "results" / "campaign" / "converge" / "drstn_v5-seed0" / "history.json").exists()
     main(["campaign", "status", "--seeds", "0"])
     assert capsys.readouterr().out.startswith("1 runs finished")
+    assert main(["campaign", "ship", "drstn_v5-seed0"]) == 0
+    assert "drstn_v5-seed0: best weights (epoch 1) shipped" in capsys.readouterr().out
+    assert (tiny / "results" / "campaign" / "converge" / "drstn_v5-seed0" / "weights.safetensors").exists()
+    assert main(["campaign", "ship", "resnet18-seed0"]) == 2  # not trained: one line, no traceback
+    assert "has not finished" in capsys.readouterr().err
+    assert main(["campaign", "status", "drstn_v5-seed0"]) == 2
+    assert "takes no run names" in capsys.readouterr().err
 
 
 def test_results_rows_state_seeds_cost_precision_and_the_papers_number(tiny):
