@@ -7,26 +7,14 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models.resnet import BasicBlock
 
+from . import module_inputs
 from ..checks import check_choice
 from ..models.dmcnet import AE, MASKS, MMCF, DMCBottleneck, DynamicMaskConv, FGlo
 
 
-@torch.no_grad()
 def capture_inputs(model: nn.Module, x: torch.Tensor, kind: type) -> dict[str, torch.Tensor]:
     """The input of every ``kind`` module (e.g. DynamicMaskConv, MMCF, AE) in one eval-mode pass of ``x``."""
-    captured, hooks = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, kind):
-            hooks.append(module.register_forward_pre_hook(
-                lambda mod, args, name=name: captured.__setitem__(name, args[0].detach())))
-    was_training = model.training
-    try:
-        model.eval()(x)
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    return captured
+    return {name: args[0] for name, args in module_inputs(model, x, kind).items()}
 
 
 @torch.no_grad()

@@ -6,9 +6,9 @@ import re
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import module_inputs
 from ..models.common import ResNet
 from ..models.gdfrnet import FOM, FRM, FRRB, LaplacianOfGaussian
 
@@ -111,23 +111,6 @@ def inside_gdfrnet(model: ResNet, x: torch.Tensor, stage: int = 0) -> dict:
     return seen
 
 
-def _module_inputs(model: nn.Module, kind: type, x: torch.Tensor) -> dict[str, tuple]:
-    """The inputs of every ``kind`` module of ``model`` in one eval-mode pass of ``x``."""
-    seen, hooks = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, kind):
-            hooks.append(module.register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(name, args)))
-    was_training = model.training
-    model.eval()
-    try:
-        model(x)
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return seen
-
-
 @torch.no_grad()
 def attention_statistics(model: ResNet, images: torch.Tensor) -> list[dict]:
     """Per stage, how its FRMs' coordinate attention weights the map on ``images`` (eval mode):
@@ -135,7 +118,7 @@ def attention_statistics(model: ResNet, images: torch.Tensor) -> list[dict]:
     the positions, averaged over channels, images and the stage's FRMs). Near zero, the attention
     scales whole channels and picks out no region."""
     stages: dict[int, list[tuple[float, float]]] = {}
-    for name, (x,) in _module_inputs(model, FRM, images).items():
+    for name, (x,) in module_inputs(model, images, FRM).items():
         a_h, a_w = model.get_submodule(name).attention.weights(x)
         weight = a_w * a_h
         stage = int(re.search(r"layers\.(\d+)\.", name).group(1)) + 1
@@ -151,7 +134,7 @@ def fusion_statistics(model: ResNet, images: torch.Tensor, frame: int = 3) -> li
     ``frame``-pixel border, where it is one number per image: the mean over the images, how
     much it differs between images, and how much it varies within an image (about zero)."""
     rows = []
-    for name, (f_h, f_l) in _module_inputs(model, FOM, images).items():
+    for name, (f_h, f_l) in module_inputs(model, images, FOM).items():
         inner = model.get_submodule(name).similarity(f_h, f_l)["M_sim2"][:, 0, frame:-frame, frame:-frame]
         per_image = inner.mean((1, 2))
         rows.append({"FOM": name.rsplit(".", 1)[-1], "M_sim2 mean": per_image.mean().item(),
