@@ -50,8 +50,12 @@ def glue(name: str, value, display: bool = False):
 
     This is myst-nb's ``glue`` where myst-nb is installed (the book build); on a reader's runtime
     without it (Colab) the value is only returned, since the prose references render only in the
-    book. Returns ``value`` so a cell can glue and use a number in one line.
+    book. Returns ``value`` so a cell can glue and use a number in one line. A NumPy or torch
+    scalar is stored as the Python number it holds: myst-nb formats the stored repr, and
+    ``np.float64(0.8)`` is not a number it can read.
     """
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
     try:
         from myst_nb import glue as myst_glue
     except ImportError:

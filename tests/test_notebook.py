@@ -90,3 +90,19 @@ def test_a_table_shows_a_column_that_only_a_later_row_has():
     table = markdown_table([{"network": "a", "speed-up": 1.3}, {"network": "b", "error": "failed"}])
     assert table.splitlines()[0] == "| network | speed-up | error |"
     assert table.splitlines()[3].startswith("| b | ") and table.splitlines()[3].endswith(" | failed |")
+
+
+def test_glue_stores_numpy_and_torch_scalars_as_python_numbers(monkeypatch):
+    import myst_nb
+    import numpy as np
+    import torch
+    from dmcbook import report
+    stored = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=False: stored.__setitem__(name, value))
+    monkeypatch.setattr(report, "_ipython_display", lambda: print)
+    report.glue("width", np.float64(0.8188))
+    report.glue("count", torch.tensor(3))
+    report.glue("rows", np.array([1.0, 2.0]))  # not a scalar: left as it is
+    assert type(stored["width"]) is float and stored["width"] == 0.8188
+    assert type(stored["count"]) is int and isinstance(stored["rows"], np.ndarray)
+    assert repr(stored["width"]) == "0.8188"  # what myst-nb formats with {glue:text}`width:.2f`
