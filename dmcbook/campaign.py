@@ -70,6 +70,9 @@ PLAN = (
     Spec("drstn_v2", "drstn_v2", chapters=("04_drstn",)),
     Spec("drstn_v3", "drstn_v3", chapters=("04_drstn",)),
     Spec("drstn_v4", "drstn_v4", chapters=("04_drstn",)),
+    # The book's question, not the paper's: do the thresholds' factors leave one half when weight
+    # decay does not pull their gate's weights to zero? (Chapter 04, looking inside.)
+    Spec("drstn_v4-no-gate-decay", "drstn_v4", chapters=("04_drstn",), recipe={"no_decay": ("soft_threshold",)}),
     Spec("resnet34", "resnet34", chapters=("01_dmcnet", "02_gdfrnet", H2H)),
     Spec("dmcnet34", "dmcnet34", chapters=("01_dmcnet", H2H)),
     # FRM's r divides the stage width: at width 16 the paper's r = 32 (at width 64) becomes r = 8,

@@ -66,6 +66,10 @@ class Recipe:
     train_subset: int | None = None
     test_subset: int | None = None
     grad_clip: float | None = None
+    # Modules, by their attribute name in a parameter's path (e.g. "soft_threshold"), whose
+    # parameters train without weight decay: decay pulls a gate's weights to zero, and a
+    # sigmoid of zero is a fixed one half.
+    no_decay: tuple = ()
     note: str = ""
 
     def __post_init__(self):
@@ -77,6 +81,9 @@ class Recipe:
                 raise ValueError(f"recipe {self.name!r}: {field_name} must be a positive integer; got {value!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"recipe {self.name!r}: lr must be a positive finite number; got {self.lr!r}")
+        if isinstance(self.no_decay, str) or not all(isinstance(n, str) and n for n in self.no_decay):
+            raise ValueError(f"recipe {self.name!r}: no_decay must be a tuple of module names "
+                             f"(e.g. ('soft_threshold',)); got {self.no_decay!r}")
 
     def lr_at(self, epoch: float) -> float:
         """The learning rate at a fractional epoch: linear warm-up, then the schedule."""
@@ -135,6 +142,28 @@ def get_recipe(name: str, **overrides) -> Recipe:
     if unknown:
         raise ValueError(f"unknown recipe fields {unknown}; expected some of {sorted(fields)}")
     return dataclasses.replace(RECIPES[name], **overrides)
+
+
+def decay_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
+    """The optimiser's parameter groups: the trainable parameters with the recipe's weight decay,
+    and apart, without any, those under a module named in ``recipe.no_decay``. Raises
+    ``ValueError`` for a name no parameter lies under (a typo would silently decay everything)."""
+    exempt_names = set(recipe.no_decay)
+    decayed, exempt, found = [], [], set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        under = exempt_names.intersection(name.split(".")[:-1])
+        found |= under
+        (exempt if under else decayed).append(param)
+    missing = sorted(exempt_names - found)
+    if missing:
+        raise ValueError(f"recipe {recipe.name!r}: no_decay names {missing}, but no trainable parameter of "
+                         f"{getattr(model, 'model_name', type(model).__name__)} lies under a module of that name")
+    groups = [{"params": decayed}]
+    if exempt:
+        groups.append({"params": exempt, "weight_decay": 0.0})
+    return groups
 
 
 def _diverged(what: str, epoch: int) -> str:
@@ -399,7 +428,7 @@ class Trainer:
                 loader.to(self.device)
         self.train_loader = distributed.shard_loader(data.train_loader, self.dist)
         self.test_loader = distributed.shard_loader(data.test_loader, self.dist)
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = decay_groups(model, recipe)
         if recipe.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                                              weight_decay=recipe.weight_decay)

@@ -238,6 +238,30 @@ def test_recipe_names_the_bad_field_and_its_value(field, value, message):
         get_recipe("budget", **{field: value})
 
 
+def test_no_decay_modules_train_without_weight_decay(tiny):
+    # With zero gradients an SGD step is pure decay: the exempt gate keeps its weights exactly,
+    # every other weight shrinks by lr * weight_decay.
+    recipe = get_recipe("smoke", lr=0.1, momentum=0.0, weight_decay=0.5, no_decay=("soft_threshold",), **TINY)
+    model = small_model(name="drstn_v5")
+    trainer = Trainer(model, tiny, recipe, progress=False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    trainer.optimizer.step()
+    for name, param in model.named_parameters():
+        factor = 1.0 if ".soft_threshold." in name else 1 - 0.1 * 0.5
+        assert torch.allclose(param.detach(), factor * before[name]), name
+    assert trainer.history["config"]["recipe"]["no_decay"] == ("soft_threshold",)
+
+
+@pytest.mark.parametrize("no_decay, message", [
+    ("soft_threshold", "no_decay must be a tuple of module names"),
+    (("soft_treshold",), "no_decay names ['soft_treshold'], but no trainable parameter of drstn_v5")])
+def test_no_decay_refuses_names_that_select_nothing(tiny, no_decay, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Trainer(small_model(name="drstn_v5"), tiny, get_recipe("smoke", no_decay=no_decay, **TINY), progress=False)
+
+
 def test_flipped_bytes_in_a_checkpoint_are_refused(tiny, tmp_path):
     Trainer(small_model(), tiny, get_recipe("smoke", **TINY), out_dir=tmp_path, progress=False).fit()
     path = tmp_path / "checkpoint.pt"
