@@ -5,10 +5,11 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from dmcbook import create_model, viz  # noqa: E402
-from dmcbook.inside.drstn import plot_shrinkage, table1_weights_cached, threshold_statistics, transfer_table  # noqa: E402
+from dmcbook.inside.drstn import gate_weight_size, plot_shrinkage, table1_weights_cached, threshold_statistics, transfer_table  # noqa: E402
 from dmcbook.transfer import drstn_from_resnet18  # noqa: E402
 
 
@@ -47,3 +48,14 @@ def test_table1_weights_are_looked_up_in_the_cache_without_a_download(tmp_path, 
         url = get_model_weights(name).IMAGENET1K_V1.url
         (tmp_path / "checkpoints" / url.rsplit("/", 1)[1]).write_bytes(b"")
     assert table1_weights_cached()
+
+
+def test_gate_weight_size_reads_only_the_threshold_networks():
+    net = create_model("drstn_v3", in_chans=1, width=8)
+    before = gate_weight_size(net)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            param.mul_(10 if ".soft_threshold.fc" in name and name.endswith("weight") else 3)
+    assert gate_weight_size(net) == pytest.approx(10 * before, rel=1e-5)
+    with pytest.raises(ValueError, match="no SoftThreshold"):
+        gate_weight_size(create_model("resnet18", width=8))

@@ -9,6 +9,17 @@ from ..models.common import ResNet
 from ..models.drstn import SoftThreshold
 
 
+def gate_weight_size(model: nn.Module) -> float:
+    """The mean |weight| of the threshold networks' two FC layers (biases aside), over every
+    :class:`SoftThreshold`: set beside the same network's at initialisation, how far training grew
+    or shrank the weights that make ``alpha`` depend on the input."""
+    sizes = [fc.weight.abs().mean().item() for m in model.modules() if isinstance(m, SoftThreshold)
+             for fc in (m.fc1, m.fc2)]
+    if not sizes:
+        raise ValueError("the model has no SoftThreshold (a DRSTN version was expected)")
+    return sum(sizes) / len(sizes)
+
+
 @torch.no_grad()
 def threshold_statistics(model: nn.Module, images: torch.Tensor, keep_maps: bool = False) -> list[dict]:
     """Per :class:`SoftThreshold` layer of ``model`` on ``images`` (in eval mode): its name,
