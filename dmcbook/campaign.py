@@ -212,8 +212,9 @@ def estimate_minutes(done: dict, ratios: dict[str, float]) -> dict[str, tuple[fl
     """CPU-minutes one run of each configuration takes (one thread, beside another run), and
     what the figure rests on: the mean of its finished runs on a CPU, else its training step's
     time as a ratio to ResNet-18's (``ratios``: :func:`step_time_ratios`) times the minutes per
-    unit of that ratio that the finished configurations took, on average. Runs made on a GPU
-    say nothing about CPU time and are left out."""
+    unit of that ratio that the finished configurations took, on average. A configuration that
+    changes only the recipe (not the network) takes its network's ratio, scaled by its epochs.
+    Runs made on a GPU say nothing about CPU time and are left out."""
     import statistics
     minutes = {}
     for name, history in done.items():
@@ -225,10 +226,21 @@ def estimate_minutes(done: dict, ratios: dict[str, float]) -> dict[str, tuple[fl
     for spec in PLAN:
         if spec.variant in measured:
             estimates[spec.variant] = (measured[spec.variant], "its finished runs")
-        elif spec.variant in ratios and per_unit:
-            estimates[spec.variant] = (ratios[spec.variant] * statistics.mean(per_unit),
-                                       f"its step: {ratios[spec.variant]:.2f} x ResNet-18's")
+        elif per_unit and (measured_as := _same_network(spec, ratios)):
+            epochs = get_recipe(RECIPE, **spec.recipe).epochs / get_recipe(RECIPE).epochs
+            whose = "its" if measured_as == spec.variant else f"{measured_as}'s"
+            estimates[spec.variant] = (ratios[measured_as] * epochs * statistics.mean(per_unit),
+                                       f"{whose} step: {ratios[measured_as]:.2f} x ResNet-18's")
     return estimates
+
+
+def _same_network(spec: Spec, ratios: dict[str, float]) -> str | None:
+    """The configuration whose step-time ratio costs ``spec``: itself, else the plan's
+    configuration of the same network (model and options) under the shared recipe."""
+    if spec.variant in ratios:
+        return spec.variant
+    return next((other.variant for other in PLAN if other.variant in ratios and not other.recipe
+                 and (other.model, other.options) == (spec.model, spec.options)), None)
 
 
 def _estimates(root: Path | None = None) -> dict[str, tuple[float, str]]:

@@ -401,6 +401,10 @@ def test_a_configuration_is_costed_by_its_finished_runs_else_by_its_step_time_ra
     # minutes per unit of ratio: 42 from ResNet-18, 60 from V5; their mean, 51, times 4
     assert estimates["dmcnet34"][0] == pytest.approx(204.0) and "4.00" in estimates["dmcnet34"][1]
     assert "gdfrnet" not in estimates and campaign.estimate_minutes(done, {}).keys() == {"resnet18", "drstn_v5"}
+    # A recipe change alone keeps its network's step; the 10-epoch calibration costs half.
+    estimates = campaign.estimate_minutes(done, {"resnet18": 1.0, "drstn_v5": 0.5, "drstn_v4": 2.0})
+    assert estimates["drstn_v5-10ep"][0] == pytest.approx(0.5 * 0.5 * 51)
+    assert estimates["drstn_v4-no-gate-decay"] == (pytest.approx(2.0 * 51), "drstn_v4's step: 2.00 x ResNet-18's")
 
 
 def test_pending_costs_count_what_a_started_run_has_left(tiny):
