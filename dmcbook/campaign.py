@@ -421,6 +421,8 @@ CLAIMS = (
     Claim("04_drstn", "digits-transfer", "digits-scratch", "Sec. 4.3: a transferred start is ahead early",
           measure="first"),
     Claim("04_drstn", "digits-transfer", "digits-scratch", "Sec. 4.3: and converges to a better network"),
+    Claim("04_drstn", "drstn_v4-no-gate-decay", "drstn_v4",
+          "not the paper's: this book asks whether gates spared weight decay train a better V4"),
 )
 
 
