@@ -622,6 +622,15 @@ def verdict_summary(rows: list[dict]) -> str:
             + (f"; {waiting} wait for runs still to be trained" if waiting else ""))
 
 
+def describe_comparison(row: dict) -> str:
+    """One row of :func:`comparisons` in words, for prose: the difference, its seeds, its
+    interval and the verdict, or how many seeds each side has while it waits."""
+    if row["difference (points)"] is None:
+        return f"pending: of the seeds it needs, the two sides have finished {row['seeds']}"
+    return (f"{row['difference (points)']:+.2f} points over {row['seeds']} seeds "
+            f"(95 % interval {row['95 % interval']}): {row['verdict']}")
+
+
 def earns_its_cost(done: dict, step_ratios: dict | None = None) -> list[dict]:
     """For each paper's main network against its plain ResNet: the accuracy gained (paired, with
     its interval), what it costs (MACs and training time per image, as ratios to the ResNet; the
