@@ -36,14 +36,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _float(text: str, allow_zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number; got {text}")
+    if not (math.isfinite(value) and (value > 0 or allow_zero and value == 0)):
+        kind = "non-negative" if allow_zero else "positive"
+        raise argparse.ArgumentTypeError(f"must be a {kind} finite number; got {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _float(text, allow_zero=False)
+
+
+def _non_negative_float(text: str) -> float:
+    return _float(text, allow_zero=True)
 
 
 def _device(text: str) -> str:
@@ -80,7 +89,10 @@ def cmd_train(args) -> None:
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite deletes it: choose one")
     overrides = {k: v for k, v in dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                       width=args.width, train_subset=args.train_subset).items() if v is not None}
+                                       width=args.width, train_subset=args.train_subset,
+                                       weight_decay=args.weight_decay).items() if v is not None}
+    if args.no_decay:
+        overrides["no_decay"] = tuple(args.no_decay)
     recipe = get_recipe(args.preset, **overrides)
     data = get_data(args.dataset, root=args.data_root, image_size=recipe.image_size, in_chans=args.in_chans,
                     batch_size=recipe.batch_size, augment=recipe.augment, train_subset=recipe.train_subset,
@@ -227,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--lr", type=_positive_float)
     train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--weight-decay", type=_non_negative_float)
+    train.add_argument("--no-decay", nargs="+", metavar="MODULE",
+                       help="train the parameters under modules of these names without weight decay "
+                            "(e.g. soft_threshold: DRSTN's threshold networks)")
     train.add_argument("--width", type=_positive_int, help="base stage width (64 = the paper's size)")
     train.add_argument("--train-subset", type=_positive_int, help="train on this many images")
     train.add_argument("--stem", choices=("cifar", "imagenet"), default="cifar")

@@ -69,6 +69,19 @@ def test_an_existing_run_folder_is_refused_and_overwrite_starts_afresh(tmp_path,
     assert json.loads((tmp_path / "run" / "history.json").read_text())["config"]["seed"] == 1
 
 
+def test_weight_decay_and_no_decay_reach_the_recipe(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*SMOKE, "--model", "drstn_v3", "--out", str(out), "--weight-decay", "0.001",
+                 "--no-decay", "soft_threshold"]) == 0
+    recipe = json.loads((out / "history.json").read_text())["config"]["recipe"]
+    assert recipe["weight_decay"] == 0.001 and recipe["no_decay"] == ["soft_threshold"]
+    assert main([*SMOKE, "--model", "drstn_v3", "--out", str(tmp_path / "typo"), "--no-decay", "soft_treshold"]) == 2
+    assert "no_decay names ['soft_treshold']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*SMOKE, "--weight-decay", "-1"])
+    assert "must be a non-negative finite number; got -1" in capsys.readouterr().err
+
+
 def test_after_a_divergence_the_suggested_command_is_accepted(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert main([*SMOKE, "--out", out, "--lr", "1000"]) == 2
