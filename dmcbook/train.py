@@ -160,10 +160,8 @@ def decay_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
     if missing:
         raise ValueError(f"recipe {recipe.name!r}: no_decay names {missing}, but no trainable parameter of "
                          f"{getattr(model, 'model_name', type(model).__name__)} lies under a module of that name")
-    groups = [{"params": decayed}]
-    if exempt:
-        groups.append({"params": exempt, "weight_decay": 0.0})
-    return groups
+    groups = [{"params": decayed}, {"params": exempt, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
 
 
 def _diverged(what: str, epoch: int) -> str:
