@@ -625,8 +625,10 @@ def verdict_summary(rows: list[dict]) -> str:
 def describe_comparison(row: dict) -> str:
     """One row of :func:`comparisons` in words, for prose: the difference, its seeds, its
     interval and the verdict, or how many seeds each side has while it waits."""
-    if row["difference (points)"] is None:
-        return f"pending: of the seeds it needs, the two sides have finished {row['seeds']}"
+    if row["difference (points)"] is None:  # seeds: "<variant's> / <baseline's> of <needed>"
+        have, _, needed = row["seeds"].partition(" of ")
+        variant, baseline = have.split(" / ")
+        return f"pending until both sides have all {needed} seeds (now {variant} and {baseline})"
     return (f"{row['difference (points)']:+.2f} points over {row['seeds']} seeds "
             f"(95 % interval {row['95 % interval']}): {row['verdict']}")
 

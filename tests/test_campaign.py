@@ -198,8 +198,7 @@ def test_verdict_summary_counts_decided_and_waiting_claims(tiny):
         f"{rows[0]['difference (points)']:+.2f} points over 3 seeds (95 % interval "
         f"{rows[0]['95 % interval']}): supported")
     waiting = campaign.comparisons(fake_runs({"resnet18": [90.0], "drstn_v5": [92.0, 92.1]}))
-    assert campaign.describe_comparison(waiting[0]) == ("pending: of the seeds it needs, the two sides "
-                                                        "have finished 2 / 1 of 3")
+    assert campaign.describe_comparison(waiting[0]) == "pending until both sides have all 3 seeds (now 2 and 1)"
 
 
 def test_pending_and_decided_claims_share_one_set_of_columns(tiny, monkeypatch):
