@@ -337,12 +337,18 @@ def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std
     axes = np.atleast_1d(axes)
     by_model = {row["model"]: row for row in rows}
     for ax, (key, label) in zip(axes, costs.items()):
+        placed = [row[key] for row in rows if row[key] is not None]
+        span = np.log(max(placed) / min(placed)) if placed else 0.0
         for i, row in enumerate(rows):
             if row[key] is None:
                 continue
             ax.errorbar(row[key], row[acc], yerr=row[std], fmt="o", color=f"C{i % 10}", ms=4, capsize=2,
                         label=row["model"] if ax is axes[0] else None)
-            ax.annotate(row["model"], (row[key], row[acc]), xytext=(3, 3), textcoords="offset points",
+            # level with the point, right of it (clear of the front's line, which rises to the
+            # right), except in the last quarter of the log axis, where it would run off the panel
+            right = span == 0 or np.log(row[key] / min(placed)) < 0.75 * span
+            ax.annotate(row["model"], (row[key], row[acc]), xytext=(5 if right else -5, 0),
+                        textcoords="offset points", ha="left" if right else "right", va="center",
                         fontsize=6, color=f"C{i % 10}")
         line = [by_model[m] for m in front(key)]
         ax.plot([r[key] for r in line], [r[acc] for r in line], "k--", lw=0.8,
@@ -350,7 +356,6 @@ def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std
         # a log axis (costs span a wide range) with plain tick labels at 1, 2 and 5 per decade,
         # or finer ones where the costs span less than that (else one tick or none would show)
         ax.set_xscale("log")
-        placed = [row[key] for row in rows if row[key] is not None]
         narrow = bool(placed) and max(placed) < 4 * min(placed)
         subs = (1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 7.0) if narrow else (1.0, 2.0, 5.0)
         ax.xaxis.set_major_locator(mticker.LogLocator(subs=subs))

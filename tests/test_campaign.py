@@ -169,6 +169,15 @@ def test_tradeoff_plot_draws_a_panel_per_cost_and_the_front_through_its_models()
     front = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert len(front) == 1 and list(front[0].get_xdata()) == [10, 20] and list(front[0].get_ydata()) == [90.0, 92.0]
     assert viz.fits_page(fig) and ax.get_xscale() == "log"
+    # three panels a page wide, as the head-to-head chapter draws them: every label inside its panel
+    wide = [dict(model=f"network{i}", p=cost, q=cost, s=cost, acc=90.0 + i, std=0.1)
+            for i, cost in enumerate((1.0, 1.24, 1.85, 5.09, 5.7))]
+    fig = viz.plot_tradeoff(wide, {"p": "P", "q": "Q", "s": "S"}, lambda key: campaign.pareto(wide, key))
+    renderer = fig.canvas.get_renderer()
+    for panel in fig.axes:
+        box = panel.get_window_extent(renderer)
+        extents = [t.get_window_extent(renderer) for t in panel.texts]
+        assert all(box.x0 <= e.x0 and e.x1 <= box.x1 for e in extents)
     narrow = [dict(model="a", cost=1.0, acc=90.0, std=0.5), dict(model="b", cost=1.6, acc=92.0, std=0.2)]
     (ax,) = viz.plot_tradeoff(narrow, {"cost": "step time"}, lambda key: campaign.pareto(narrow, key)).axes
     labelled = [t for t in ax.get_xticks() if 1.0 <= t <= 1.6]
