@@ -173,6 +173,7 @@ def test_tradeoff_plot_draws_a_panel_per_cost_and_the_front_through_its_models()
     wide = [dict(model=f"network{i}", p=cost, q=cost, s=cost, acc=90.0 + i, std=0.1)
             for i, cost in enumerate((1.0, 1.24, 1.85, 5.09, 5.7))]
     fig = viz.plot_tradeoff(wide, {"p": "P", "q": "Q", "s": "S"}, lambda key: campaign.pareto(wide, key))
+    fig.canvas.draw()  # the constrained layout places the panels at drawing time
     renderer = fig.canvas.get_renderer()
     for panel in fig.axes:
         box = panel.get_window_extent(renderer)
