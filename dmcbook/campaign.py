@@ -473,15 +473,17 @@ def _claim_label(claim: Claim) -> str:
     return f"{claim.variant} {'>' if claim.better else '<'} {claim.baseline}{when}"
 
 
-def _paired(done: dict, claim: Claim) -> tuple[dict | None, str]:
+def _paired(done: dict, claim: Claim) -> tuple[dict | None, tuple[int, int, int]]:
     """The paired difference of ``claim`` (:func:`dmcbook.stats.paired_difference`, in points)
-    once both configurations have every seed it needs, else None and how many seeds each has."""
+    once both configurations have every seed it needs, else None; and the seeds each side has
+    and the seeds it needs."""
     from .stats import paired_difference
     a, b = _finals(done, claim.variant, claim.measure), _finals(done, claim.baseline, claim.measure)
     needed = claim_seeds(done, claim)
+    counts = (len(a), len(b), len(needed))
     if all(s in a and s in b for s in needed):
-        return paired_difference(a, b), ""
-    return None, f"{len(a)} / {len(b)} of {len(needed)}"
+        return paired_difference(a, b), counts
+    return None, counts
 
 
 def _claims_of(chapter: str | None, claims) -> list[Claim]:
@@ -496,14 +498,15 @@ def comparisons(done: dict, chapter: str | None = None, claims=None) -> list[dic
     from .stats import verdict
     rows = []
     for claim in _claims_of(chapter, claims):
-        diff, seeds = _paired(done, claim)
+        diff, (variant_seeds, baseline_seeds, needed) = _paired(done, claim)
         row = {"claim": _claim_label(claim), "paper": claim.paper}
         if diff is not None:
             row.update({"seeds": len(diff["seeds"]), "difference (points)": round(diff["mean"], 2),
                         "95 % interval": f"[{diff['low']:.2f}, {diff['high']:.2f}]",
                         "verdict": verdict(diff, claim.better)})
         else:
-            row.update({"seeds": seeds, "difference (points)": None, "95 % interval": None,
+            row.update({"seeds": f"{variant_seeds} / {baseline_seeds} of {needed}",
+                        "difference (points)": None, "95 % interval": None,
                         "verdict": "pending (runs not finished)"})
         rows.append(row)
     return rows
@@ -622,15 +625,15 @@ def verdict_summary(rows: list[dict]) -> str:
             + (f"; {waiting} wait for runs still to be trained" if waiting else ""))
 
 
-def describe_comparison(row: dict) -> str:
-    """One row of :func:`comparisons` in words, for prose: the difference, its seeds, its
-    interval and the verdict, or how many seeds each side has while it waits."""
-    if row["difference (points)"] is None:  # seeds: "<variant's> / <baseline's> of <needed>"
-        have, _, needed = row["seeds"].partition(" of ")
-        variant, baseline = have.split(" / ")
-        return f"pending until both sides have all {needed} seeds (now {variant} and {baseline})"
-    return (f"{row['difference (points)']:+.2f} points over {row['seeds']} seeds "
-            f"(95 % interval {row['95 % interval']}): {row['verdict']}")
+def describe_claim(done: dict, claim: Claim) -> str:
+    """``claim`` in words, for prose: the paired difference, its seeds, its 95 % interval and
+    the verdict, or how many seeds each side has while it waits for the rest."""
+    from .stats import verdict
+    diff, (variant_seeds, baseline_seeds, needed) = _paired(done, claim)
+    if diff is None:
+        return f"pending until both sides have all {needed} seeds (now {variant_seeds} and {baseline_seeds})"
+    return (f"{diff['mean']:+.2f} points over {len(diff['seeds'])} seeds "
+            f"(95 % interval [{diff['low']:.2f}, {diff['high']:.2f}]): {verdict(diff, claim.better)}")
 
 
 def earns_its_cost(done: dict, step_ratios: dict | None = None) -> list[dict]:

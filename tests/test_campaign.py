@@ -199,16 +199,25 @@ def test_earns_its_cost_sets_the_gain_beside_its_cost_ratios(tiny, monkeypatch):
 
 
 def test_verdict_summary_counts_decided_and_waiting_claims(tiny):
-    rows = campaign.comparisons(fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3]}))
+    done = fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3]})
+    rows = campaign.comparisons(done)
     assert campaign.verdict_summary(rows) == ("1 of 1 claims have all their seeds (1 supported, 0 contradicted, "
                                               "0 not resolved at this budget)")
     rows.append({"verdict": "pending (runs not finished)"})
     assert campaign.verdict_summary(rows).endswith("; 1 wait for runs still to be trained")
-    assert campaign.describe_comparison(rows[0]) == (
-        f"{rows[0]['difference (points)']:+.2f} points over 3 seeds (95 % interval "
-        f"{rows[0]['95 % interval']}): supported")
-    waiting = campaign.comparisons(fake_runs({"resnet18": [90.0], "drstn_v5": [92.0, 92.1]}))
-    assert campaign.describe_comparison(waiting[0]) == "pending until both sides have all 3 seeds (now 2 and 1)"
+
+
+def test_a_claim_in_words_matches_its_table_row_or_says_what_it_waits_for(tiny):
+    [claim] = campaign.CLAIMS
+    done = fake_runs({"resnet18": [90.0, 90.2, 90.1], "drstn_v5": [92.0, 92.1, 92.3]})
+    [row] = campaign.comparisons(done)
+    assert campaign.describe_claim(done, claim) == (
+        f"{row['difference (points)']:+.2f} points over 3 seeds (95 % interval {row['95 % interval']}): supported")
+    waiting = fake_runs({"resnet18": [90.0], "drstn_v5": [92.0, 92.1]})
+    assert campaign.comparisons(waiting)[0]["seeds"] == "2 / 1 of 3"
+    assert campaign.describe_claim(waiting, claim) == "pending until both sides have all 3 seeds (now 2 and 1)"
+    close = fake_runs({"resnet18": [90.0, 91.0, 92.0], "drstn_v5": [90.5, 91.2, 91.9]})
+    assert campaign.describe_claim(close, claim) == "pending until both sides have all 5 seeds (now 3 and 3)"
 
 
 def test_pending_and_decided_claims_share_one_set_of_columns(tiny, monkeypatch):
