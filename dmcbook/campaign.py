@@ -495,14 +495,14 @@ def comparisons(done: dict, chapter: str | None = None, claims=None) -> list[dic
     over the seeds both configurations have, its 95 % interval and the verdict, once both have
     all the seeds the claim needs (:data:`SEEDS`, and two more for a close call); until then it
     says how many seeds each has."""
-    from .stats import verdict
+    from .stats import interval_text, verdict
     rows = []
     for claim in _claims_of(chapter, claims):
         diff, (variant_seeds, baseline_seeds, needed) = _paired(done, claim)
         row = {"claim": _claim_label(claim), "paper": claim.paper}
         if diff is not None:
             row.update({"seeds": len(diff["seeds"]), "difference (points)": round(diff["mean"], 2),
-                        "95 % interval": f"[{diff['low']:.2f}, {diff['high']:.2f}]",
+                        "95 % interval": interval_text(diff),
                         "verdict": verdict(diff, claim.better)})
         else:
             row.update({"seeds": f"{variant_seeds} / {baseline_seeds} of {needed}",
@@ -628,12 +628,12 @@ def verdict_summary(rows: list[dict]) -> str:
 def describe_claim(done: dict, claim: Claim) -> str:
     """``claim`` in words, for prose: the paired difference, its seeds, its 95 % interval and
     the verdict, or how many seeds each side has while it waits for the rest."""
-    from .stats import verdict
+    from .stats import interval_text, verdict
     diff, (variant_seeds, baseline_seeds, needed) = _paired(done, claim)
     if diff is None:
         return f"pending until both sides have all {needed} seeds (now {variant_seeds} and {baseline_seeds})"
     return (f"{diff['mean']:+.2f} points over {len(diff['seeds'])} seeds "
-            f"(95 % interval [{diff['low']:.2f}, {diff['high']:.2f}]): {verdict(diff, claim.better)}")
+            f"(95 % interval {interval_text(diff)}): {verdict(diff, claim.better)}")
 
 
 def earns_its_cost(done: dict, step_ratios: dict | None = None) -> list[dict]:

@@ -36,6 +36,12 @@ def paired_difference(a: dict[int, float], b: dict[int, float], confidence: floa
     return dict(mean=mean, std=std, low=mean - half, high=mean + half, seeds=seeds)
 
 
+def interval_text(difference: dict) -> str:
+    """The 95 % interval of a :func:`paired_difference` as tables and prose print it:
+    ``[low, high]`` in points, two decimals."""
+    return f"[{difference['low']:.2f}, {difference['high']:.2f}]"
+
+
 def verdict(difference: dict, paper_says_better: bool = True) -> str:
     """``supported`` when the interval excludes zero on the side the paper claims,
     ``contradicted`` when it excludes zero on the other side, else not resolved."""
@@ -57,5 +63,5 @@ def compare_runs(runs: dict[str, dict], model: str, baseline: str, key: str = "f
     diff = paired_difference(a, b)
     return {"comparison": f"{model} - {baseline}", "seeds": len(diff["seeds"]),
             "difference (points)": round(diff["mean"], 2),
-            "95 % interval": f"[{diff['low']:.2f}, {diff['high']:.2f}]",
+            "95 % interval": interval_text(diff),
             "verdict": verdict(diff, paper_says_better)}

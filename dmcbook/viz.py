@@ -339,18 +339,21 @@ def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std
     for ax, (key, label) in zip(axes, costs.items()):
         placed = [row[key] for row in rows if row[key] is not None]
         span = np.log(max(placed) / min(placed)) if placed else 0.0
+        on_front = front(key)
         for i, row in enumerate(rows):
             if row[key] is None:
                 continue
             ax.errorbar(row[key], row[acc], yerr=row[std], fmt="o", color=f"C{i % 10}", ms=4, capsize=2,
                         label=row["model"] if ax is axes[0] else None)
-            # level with the point, right of it (clear of the front's line, which rises to the
-            # right), except in the last quarter of the log axis, where it would run off the panel
+            # right of the point, except in the last quarter of the log axis, where it would run
+            # off the panel; a point on the front, whose line rises to the right, takes its label
+            # below it on the right and above it on the left, clear of the line
             right = span == 0 or np.log(row[key] / min(placed)) < 0.75 * span
-            ax.annotate(row["model"], (row[key], row[acc]), xytext=(5 if right else -5, 0),
-                        textcoords="offset points", ha="left" if right else "right", va="center",
+            rise, va = (0, "center") if row["model"] not in on_front else (-4, "top") if right else (4, "bottom")
+            ax.annotate(row["model"], (row[key], row[acc]), xytext=(5 if right else -5, rise),
+                        textcoords="offset points", ha="left" if right else "right", va=va,
                         fontsize=6, color=f"C{i % 10}")
-        line = [by_model[m] for m in front(key)]
+        line = [by_model[m] for m in on_front]
         ax.plot([r[key] for r in line], [r[acc] for r in line], "k--", lw=0.8,
                 label="Pareto front" if ax is axes[0] else None)
         # a log axis (costs span a wide range) with plain tick labels at 1, 2 and 5 per decade,

@@ -3,6 +3,7 @@ close call earns two more seeds, and claims get verdicts only with all their see
 import json
 import time
 
+import numpy as np
 import pytest
 
 from dmcbook import campaign
@@ -179,6 +180,18 @@ def test_tradeoff_plot_draws_a_panel_per_cost_and_the_front_through_its_models()
         box = panel.get_window_extent(renderer)
         extents = [t.get_window_extent(renderer) for t in panel.texts]
         assert all(box.x0 <= e.x0 and e.x1 <= box.x1 for e in extents)
+    # the chapter's own case: the front rises gently, and no label on it may sit on its line
+    flat = [dict(model=m, cost=c, acc=a, std=s) for m, c, a, s in
+            (("v5", 0.18, 94.10, 0.10), ("r18", 0.7, 94.33, 0.19), ("r34", 1.3, 94.39, 0.08),
+             ("dmc", 1.3, 93.97, 0.13), ("gdfr", 2.7, 93.64, 0.22))]
+    fig = viz.plot_tradeoff(flat, {"cost": "P"}, lambda key: campaign.pareto(flat, key))
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    (line,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    ends = ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]))
+    along = np.concatenate([np.linspace(p, q, 200) for p, q in zip(ends[:-1], ends[1:])])
+    for text in ax.texts:
+        assert text.get_window_extent(fig.canvas.get_renderer()).count_contains(along) == 0, text.get_text()
     narrow = [dict(model="a", cost=1.0, acc=90.0, std=0.5), dict(model="b", cost=1.6, acc=92.0, std=0.2)]
     (ax,) = viz.plot_tradeoff(narrow, {"cost": "step time"}, lambda key: campaign.pareto(narrow, key)).axes
     labelled = [t for t in ax.get_xticks() if 1.0 <= t <= 1.6]
