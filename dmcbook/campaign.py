@@ -162,6 +162,14 @@ def collect(chapter: str | None = None, seeds=SEEDS, root: Path | None = None) -
     return {n: h for n, h in done.items() if n.rpartition("-seed")[0] in variants}, pending
 
 
+def by_dataset(done: dict) -> dict[str, dict]:
+    """Finished runs (as :func:`collect` returns them) grouped by the data set they trained on,
+    in the data sets' alphabetical order: one learning-curve plot each, since accuracies on
+    different data do not share an axis."""
+    datasets = sorted({h["config"]["dataset"] for h in done.values()})
+    return {d: {n: h for n, h in done.items() if h["config"]["dataset"] == d} for d in datasets}
+
+
 def progress(pending: list[str], root: Path | None = None) -> dict[str, tuple[int, int]]:
     """For each pending run that has begun: (epochs done, epochs), from its history."""
     folder = session(root, "cpu").results_dir

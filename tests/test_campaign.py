@@ -95,6 +95,16 @@ def fake_runs(finals: dict) -> dict:
             for v, accs in finals.items() for s, acc in enumerate(accs)}
 
 
+def test_runs_are_grouped_by_the_data_they_trained_on():
+    runs = fake_runs({"resnet18": [90.0, 91.0], "digits-scratch": [99.0]})
+    for name, history in runs.items():
+        history["config"] = {"dataset": "digits" if name.startswith("digits") else "fashion-mnist"}
+    grouped = campaign.by_dataset(runs)
+    assert list(grouped) == ["digits", "fashion-mnist"]
+    assert sorted(grouped["fashion-mnist"]) == ["resnet18-seed0", "resnet18-seed1"]
+    assert list(grouped["digits"]) == ["digits-scratch-seed0"]
+
+
 def test_a_close_call_earns_two_more_seeds_and_a_clear_gap_does_not(tiny):
     spec = campaign.PLAN[1]
     close = fake_runs({"resnet18": [90.0, 91.0, 92.0], "drstn_v5": [90.5, 91.2, 91.9]})
