@@ -498,3 +498,25 @@ def test_intervals_give_decided_claims_as_numbers_and_the_plot_draws_one_line_ea
     with pytest.raises(ValueError, match="at least one claim"):
         viz.plot_intervals([])
     assert campaign.intervals(done, "04_drstn", measure="first") == []
+
+
+def test_a_re_measurement_of_one_configuration_keeps_the_other_rows(tmp_path):
+    import importlib.util
+    from pathlib import Path
+    script = Path(__file__).parents[1] / "results" / "performance" / "campaign_costs.py"
+    module_spec = importlib.util.spec_from_file_location("campaign_costs", script)
+    costs = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(costs)
+    known = ["a", "b", "c"]
+    with pytest.raises(SystemExit, match="unknown configuration.*d; expected some of: a, b, c"):
+        costs.chosen(["a", "d"], known)
+    assert costs.chosen([], known) == set(known)
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps({"machine": {"date": "old"}, "augmentation": {"ratio": 0.02}, "configurations": [
+        {"configuration": n, "step time ratio": r} for n, r in (("a", 1.0), ("b", 6.8), ("c", 2.0))]}))
+    fresh = {"machine": {"date": "new"}, "configurations": [{"configuration": "b", "step time ratio": 6.1}]}
+    kept = costs.keep_others(path, fresh, {"b"}, known)
+    assert kept["machine"]["date"] == "old" and kept["augmentation"]["ratio"] == 0.02
+    assert [(r["configuration"], r["step time ratio"], r.get("measured")) for r in kept["configurations"]] == [
+        ("a", 1.0, None), ("b", 6.1, "new"), ("c", 2.0, None)]
+    assert costs.keep_others(path, fresh, set(known), known) is fresh  # a full measurement replaces all

@@ -11,7 +11,8 @@ from dmcbook import create_model
 from dmcbook.detection import fasterrcnn
 from dmcbook.inside.resneskt import attention_details
 from dmcbook.models.common import make_shortcut
-from dmcbook.models.resneskt import PAPER_TABLE, GeM, ResNeSktBottleneck, SpatialKernelAttention, SplitAttention
+from dmcbook.models.resneskt import (PAPER_TABLE, GeM, ResNeSktBottleneck, SpatialKernelAttention, SplitAttention,
+                                     pool_channels)
 from dmcbook.transfer import torchvision_to_dmcbook
 
 from bn_helpers import randomize_bn  # tests/bn_helpers.py
@@ -97,6 +98,39 @@ def test_split_attention_with_radix_one_is_a_sigmoid_gate():
 
 
 # ---- Spatial-kernel attention --------------------------------------------------------------
+
+def _pool_by_autograd(x, gem):
+    return torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True), gem(x)], 1)
+
+
+def test_channel_pooling_has_the_exact_gradient_of_its_three_poolings():
+    gem = GeM(3.0, dim=1).double()
+    x = (torch.rand(2, 5, 4, 4, dtype=torch.float64) + 0.1).requires_grad_()  # no ties, no clamp
+    assert torch.autograd.gradcheck(lambda x, p: pool_channels(x, gem), (x, gem.p))
+    # ReLU maps: zeros that the clamp holds and a pixel where every channel ties for the max
+    x = torch.randn(4, 16, 6, 6).relu()
+    x[0, :, 0, 0] = 0.0
+    x[1, :3, 2, 2] = x[1, :, 2, 2].max()
+    gem = GeM(3.0, dim=1)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    weights = torch.randn(4, 3, 6, 6)
+    grads = [torch.autograd.grad((f(v, gem) * weights).sum(), (v, gem.p))
+             for f, v in ((pool_channels, ours), (_pool_by_autograd, theirs))]
+    assert torch.allclose(pool_channels(x, gem), _pool_by_autograd(x, gem), atol=1e-6)
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-5)
+
+
+def test_channel_pooling_in_a_bf16_channels_last_step_keeps_dtype_and_layout():
+    gem = GeM(3.0, dim=1)
+    x = torch.rand(2, 8, 5, 5).to(memory_format=torch.channels_last).bfloat16().requires_grad_()
+    with torch.autocast("cpu", torch.bfloat16):
+        pooled = pool_channels(x, gem)
+    pooled.float().sum().backward()
+    assert pooled.dtype == torch.bfloat16 and x.grad.dtype == torch.bfloat16
+    assert torch.allclose(pooled.float(), _pool_by_autograd(x.detach().float(), gem), rtol=1e-2)
+    assert gem.p.grad is not None and torch.isfinite(gem.p.grad)
+
 
 def test_spatial_kernel_attention_matches_direct_formula():
     torch.manual_seed(3)

@@ -14,10 +14,13 @@ as the engine runs it: on the uint8 images, one batch at a time) is timed agains
 because every run pays it whatever its network, which narrows the ratios of whole epochs.
 
 Run from the repository root: ``python results/performance/campaign_costs.py``. Writes
-``campaign_costs.json`` here.
+``campaign_costs.json`` here. Name configurations (``... campaign_costs.py resneskt50``) to
+re-measure only those after their network's code changed: the file keeps the other rows and the
+augmentation from the last full measurement, and stamps each re-measured row with its date.
 """
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -81,23 +84,51 @@ def seconds(step):
     return (time.process_time() - start) / STEPS
 
 
+def chosen(argv, known) -> set[str]:
+    """The configurations named on the command line (all when none), each checked to be one of
+    ``known`` before anything is measured."""
+    unknown = sorted(set(argv) - set(known))
+    if unknown:
+        sys.exit(f"unknown configuration(s) {', '.join(unknown)}; expected some of: {', '.join(known)}")
+    return set(argv or known)
+
+
+def keep_others(path: Path, results: dict, names: set[str], known) -> dict:
+    """``results`` if it measured every configuration of ``known``; else the last measurement in
+    ``path`` with the rows of ``names`` replaced by the new ones, each stamped with its date."""
+    if names == set(known):
+        return results
+    previous = json.loads(path.read_text())
+    fresh = {row["configuration"]: row | {"measured": results["machine"]["date"]}
+             for row in results["configurations"]}
+    previous["configurations"] = [fresh.pop(row["configuration"], row) for row in previous["configurations"]]
+    previous["configurations"] += fresh.values()  # a configuration the last measurement did not have
+    return previous
+
+
 if __name__ == "__main__":
+    # calibration and digits runs are measured by their own runs
+    measured = [spec for spec in campaign.PLAN if not (spec.recipe or spec.dataset or spec.variant == REFERENCE)]
+    known = [spec.variant for spec in measured]
+    names = chosen(sys.argv[1:], known)
     torch.set_num_threads(1)
     reference, _ = training_step(campaign.Spec(REFERENCE, REFERENCE))
     results = dict(machine=machine(), batch=BATCH, input=list(SHAPE), steps=STEPS, rounds=ROUNDS,
                    reference=REFERENCE, configurations=[])
-    for spec in campaign.PLAN:
-        if spec.recipe or spec.dataset or spec.variant == REFERENCE:  # calibration and digits runs: measured
+    for spec in measured:
+        if spec.variant not in names:
             continue
         step, precision = training_step(spec)
         ratios = ratio_rounds(step, reference)
         results["configurations"].append({"configuration": spec.variant, "precision": precision,
                                           "step time ratio": round(statistics.mean(ratios), 2), "rounds": ratios})
         print(results["configurations"][-1], flush=True)
-    ratios = ratio_rounds(augmentation_step(), reference)
-    results["augmentation"] = {"what": f"one training batch of {BATCH}, {campaign.DATASET}, the converge recipe's "
-                                       "augmentation, against the reference's training step",
-                               "ratio": round(statistics.mean(ratios), 3), "rounds": ratios}
-    print(results["augmentation"], flush=True)
+    if names == set(known):
+        ratios = ratio_rounds(augmentation_step(), reference)
+        results["augmentation"] = {"what": f"one training batch of {BATCH}, {campaign.DATASET}, the converge "
+                                           "recipe's augmentation, against the reference's training step",
+                                   "ratio": round(statistics.mean(ratios), 3), "rounds": ratios}
+        print(results["augmentation"], flush=True)
     results["machine_after"] = machine()
-    Path(__file__).with_name("campaign_costs.json").write_text(json.dumps(results, indent=1))
+    path = Path(__file__).with_name("campaign_costs.json")
+    path.write_text(json.dumps(keep_others(path, results, names, known), indent=1))

@@ -9,11 +9,12 @@ the error's first line. Everything else as in ``campaign_costs.py``, whose step 
 The compiler's cache starts empty, so the first step's time is what a fresh process pays.
 
 Run from the repository root: ``python results/performance/compile_gain.py``. Writes
-``compile_gain.json`` here.
+``compile_gain.json`` here; named configurations are re-measured alone, as in ``campaign_costs.py``.
 """
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,18 +23,19 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp()  # before torch reads
 
 import torch  # noqa: E402
 
-from campaign_costs import BATCH, ROUNDS, SHAPE, STEPS, seconds, training_step  # noqa: E402
+from campaign_costs import BATCH, ROUNDS, SHAPE, STEPS, chosen, keep_others, seconds, training_step  # noqa: E402
 from dmcbook import campaign  # noqa: E402
 from dmcbook.profile import machine  # noqa: E402
 
 CONFIGURATIONS = ("resnet18", "drstn_v5", "dmcnet34", "gdfrnet", "resneskt50")
 
 if __name__ == "__main__":
+    names = chosen(sys.argv[1:], CONFIGURATIONS)
     torch.set_num_threads(1)
     results = dict(machine=machine(), batch=BATCH, input=list(SHAPE), steps=STEPS, rounds=ROUNDS,
                    torch=torch.__version__, configurations=[])
     by_variant = {spec.variant: spec for spec in campaign.PLAN}
-    for variant in CONFIGURATIONS:
+    for variant in (v for v in CONFIGURATIONS if v in names):
         eager, precision = training_step(by_variant[variant])
         row = {"configuration": variant, "precision": precision}
         start = time.perf_counter()
@@ -49,4 +51,5 @@ if __name__ == "__main__":
         results["configurations"].append(row)
         print(row, flush=True)
     results["machine_after"] = machine()
-    Path(__file__).with_name("compile_gain.json").write_text(json.dumps(results, indent=1))
+    path = Path(__file__).with_name("compile_gain.json")
+    path.write_text(json.dumps(keep_others(path, results, names, CONFIGURATIONS), indent=1))
