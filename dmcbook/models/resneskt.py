@@ -172,14 +172,11 @@ class SplitAttention(nn.Module):
         # The R splits as channel slices, not a 5-D view: slices keep the channels-last layout, so
         # autograd's gradients keep it too (the 5-D view made a training step 1.5x slower).
         splits = self.act0(self.bn0(self.conv(x))).chunk(self.radix, 1)
-        # Eq. (1) as the sum of the splits' means, which equals the mean of their sum without
-        # writing that sum out as a full map (nor its gradient)
-        s = functools.reduce(torch.add, (split.mean((2, 3), keepdim=True) for split in splits))
+        s = functools.reduce(torch.add, splits).mean((2, 3), keepdim=True)      # Eq. (1)
         logits = self.fc2(self.act1(self.bn1(self.fc1(s))))
         weights = self.rsoftmax(logits).view(x.shape[0], self.radix, -1)         # Eq. (3)
-        out = splits[0] * weights[:, 0, :, None, None]                           # Eq. (2), one
-        for i in range(1, self.radix):                                           # pass a split
-            out = torch.addcmul(out, splits[i], weights[:, i, :, None, None])
+        out = functools.reduce(torch.add, (split * weights[:, i, :, None, None]  # Eq. (2)
+                                           for i, split in enumerate(splits)))
         return splits, weights, out
 
     def details(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
