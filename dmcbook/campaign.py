@@ -17,7 +17,13 @@ A run can take longer than one working session. Give the workers a deadline (``-
 a run it stops keeps its ``checkpoint.pt`` in its folder and resumes from it where it stopped.
 Git carries only the histories (checkpoints are build output, megabytes each, and stay out of
 the repository), so a run stopped in one checkout and resumed in a fresh clone, which has its
-history but not its checkpoint, starts again from its first epoch; :func:`run` says so.
+history but not its checkpoint, starts again from its first epoch; :func:`run` says so. Where
+the checkout ends with the session, ``--whole-runs`` starts only the runs that will finish
+before the deadline.
+
+Every run trains in one precision (:data:`PRECISION`), so that the seeds of two configurations
+pair as runs of one recipe: a machine that would train in another (a CPU without native bf16
+trains in fp32, and emulates bf16 about ten times slower) is refused before any work starts.
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ from .train import get_recipe, pick_device
 RECIPE = SHARED_RECIPE
 DATASET = "fashion-mnist"
 SEEDS = (0, 1, 2)
+# What every run so far trained in: CPUs with native bf16 and GPUs both give it.
+PRECISION = "bf16-autocast"
 
 
 @dataclass(frozen=True)
@@ -335,17 +343,39 @@ def _restart_without_checkpoint(folder: Path) -> bool:
     return True
 
 
+def check_precision(device) -> None:
+    """Refuse a machine whose engine would train in another precision than :data:`PRECISION`."""
+    import torch
+    from .train import precision_name, select_precision
+    precision = precision_name(select_precision(device, "auto"))
+    if precision != PRECISION:
+        machine = "CPU" if torch.device(device).type == "cpu" else torch.cuda.get_device_name(device)
+        raise ValueError(f"the campaign's runs train in {PRECISION}, and this {machine} would "
+                         f"train them in {precision}: its seeds would not pair with the runs made so far. Run it "
+                         "on a GPU or on a CPU with native bf16 (flags amx_bf16 or avx512_bf16)")
+
+
+# Runs of one configuration stray by up to ~10 % in length (the performance page's round spread),
+# so a run that must finish before a deadline is costed 10 % above its estimate.
+ESTIMATE_MARGIN = 1.1
+
+
 def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, device=None,
-        limit: int | None = None, deadline: float | None = None, say=print) -> list[str]:
+        limit: int | None = None, deadline: float | None = None, whole_runs: bool = False,
+        say=print) -> list[str]:
     """Train the plan's pending runs in order, skipping runs that another process holds or that
     diverged; return the names trained here. The plan is read again after every run, so a
     close call found meanwhile gets its extra seeds. ``deadline`` (a ``time.time()``) stops the
     run in hand, resumable, before an epoch that would end after it, and then the whole loop; a
     new run starts only if its first epoch, as :func:`estimate_minutes` costs it, ends in time:
     a working session that ends at a known time keeps every finished epoch and does not overrun
-    it by more than an estimate's error."""
+    it by more than an estimate's error. ``whole_runs`` is for a checkout that ends with the
+    session (its checkpoints, which git does not carry, go with it): a run starts only if all
+    its remaining epochs, as estimated with :data:`ESTIMATE_MARGIN`, end in time, and a run that
+    does not fit is passed over for a later, shorter one."""
     from .experiments import run_experiment
     campaign = session(root, device)
+    check_precision(campaign.device)
     by_variant = {spec.variant: spec for spec in PLAN}
     trained, passed = [], set()
     while (limit is None or len(trained) < limit) and (deadline is None or time.time() < deadline):
@@ -371,11 +401,17 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
             if _restart_without_checkpoint(campaign.results_dir / name):
                 say(f"[campaign] {name}: its checkpoint is not in this checkout (git carries only its history); "
                     "it starts again from the first epoch")
-            if deadline is not None and name not in progress([name], root):
+            if deadline is not None and (whole_runs or name not in progress([name], root)):
                 minutes, _ = _estimates(root).get(variant, (0.0, None))
                 epochs = get_recipe(RECIPE, **spec.recipe).epochs
-                if time.time() + 60 * minutes / epochs > deadline:
-                    say(f"[campaign] {name}: its first epoch (about {minutes / epochs:.0f} min) would end after the deadline")
+                if whole_runs:
+                    done, _ = progress([name], root).get(name, (0, epochs))
+                    needed = ESTIMATE_MARGIN * minutes * (epochs - done) / epochs
+                    what = f"its {epochs - done} remaining epochs"
+                else:
+                    needed, what = minutes / epochs, "its first epoch"
+                if time.time() + 60 * needed > deadline:
+                    say(f"[campaign] {name}: {what} (about {needed:.0f} min) would end after the deadline")
                     continue
             say(f"[campaign] {name}: {spec.model} {spec.options or ''}")
             history = run_experiment(campaign, name, spec.model, seed=int(seed), model_options=dict(spec.options),
@@ -384,8 +420,10 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
         except RunFolderError as err:  # another process holds it, or it is another configuration
             say(f"[campaign] {name}: skipped ({err})")
             continue
-        say(f"[campaign] {name}: {history.history['status']} after {len(history.history['epochs'])} epochs, "
-            f"test accuracy {100 * history.history['final_test_acc']:.2f} %")
+        epochs = len(history.history["epochs"])
+        # the deadline can pass while the data loads, before a first epoch gives an accuracy
+        accuracy = f", test accuracy {100 * history.history['final_test_acc']:.2f} %" if epochs else ""
+        say(f"[campaign] {name}: {history.history['status']} after {epochs} epochs{accuracy}")
         trained.append(name)
         if history.history["status"] != "finished":  # the deadline stopped it: no epoch fits any more
             return trained

@@ -199,8 +199,10 @@ def cmd_campaign(args) -> None:
         raise ValueError(f"campaign {args.action} takes no run names (only ship does); got {' '.join(args.runs)}")
     if args.action == "run":
         deadline = None if args.minutes is None else time.time() + 60 * args.minutes
+        if args.whole_runs and deadline is None:
+            raise ValueError("--whole-runs needs --minutes: it starts only the runs that finish within them")
         trained = campaign.run(args.chapter, seeds=args.seeds, device=args.device, limit=args.limit,
-                               deadline=deadline)
+                               deadline=deadline, whole_runs=args.whole_runs)
         print(f"[campaign] trained {len(trained)} runs here; status: python -m dmcbook campaign status")
         return
     if args.action == "ship":
@@ -294,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     campaign.add_argument("--limit", type=_positive_int, help="stop after training this many runs")
     campaign.add_argument("--minutes", type=_positive_int,
                           help="stop before this many minutes have passed, at the end of an epoch (resumable)")
+    campaign.add_argument("--whole-runs", action="store_true",
+                          help="with --minutes: start only runs estimated to finish in time, for a checkout "
+                               "that ends with the session (its checkpoints go with it)")
     campaign.add_argument("--device", type=_device)
     campaign.set_defaults(func=cmd_campaign)
     return parser

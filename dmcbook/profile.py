@@ -117,22 +117,26 @@ def benchmark(names, baseline: str = "resnet34", input_size=(3, 32, 32), batch_s
     baseline included. Each model's training time per image is given as a ratio to the
     baseline's beside the ratio of their MACs: a time ratio well above the MACs ratio means the
     model costs more than its FLOPs say. Activations are channels-last, as the engine runs them;
-    a model that would meet :func:`dmcbook.train.cpu_bf16_fault` is timed in fp32 only, as the
-    engine trains it."""
-    from .train import cpu_bf16_fault, pick_device, precision_name, select_precision
+    a model that would meet :func:`dmcbook.train.cpu_bf16_fault` is timed in fp32 only, and one
+    that would meet :func:`dmcbook.train.cpu_channels_last_fault` in NCHW, as the engine trains it."""
+    from .train import cpu_bf16_fault, cpu_channels_last_fault, pick_device, precision_name, select_precision
     device = pick_device(device)
     fast = select_precision(device, "auto")
     precisions = {"fp32": None} if fast is None else {"fp32": None, precision_name(fast): fast}
     names = [baseline] + [n for n in names if n != baseline]
-    x = torch.randn(batch_size, *input_size, device=device).contiguous(memory_format=torch.channels_last)
+    images = torch.randn(batch_size, *input_size, device=device)
     y = torch.randint(0, num_classes, (batch_size,), device=device)
-    models = {name: create_model(name, num_classes, input_size[0], stem, **options).to(
-        device, memory_format=torch.channels_last) for name in names}
+    models, inputs = {}, {}
+    for name in names:
+        model = create_model(name, num_classes, input_size[0], stem, **options)
+        layout = torch.contiguous_format if cpu_channels_last_fault(model, device, None) else torch.channels_last
+        models[name], inputs[name] = model.to(device, memory_format=layout), images.contiguous(memory_format=layout)
     usable = {name: {label: dtype for label, dtype in precisions.items()
                      if dtype is None or not cpu_bf16_fault(model, device, dtype)} for name, model in models.items()}
     speed = {name: {} for name in names}
     for _ in range(rounds):
         for name, model in models.items():
+            x = inputs[name]
             for label, dtype in usable[name].items():
                 speed[name].setdefault(label, []).append(_bare_images_per_second(model, x, y, True, steps, dtype))
             infer = fast if fast in usable[name].values() else None

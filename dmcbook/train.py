@@ -236,6 +236,23 @@ def cpu_bf16_fault(model: nn.Module, device, amp_dtype) -> bool:
                for m in model.modules())
 
 
+def cpu_channels_last_fault(model: nn.Module, device, amp_dtype) -> bool:
+    """Whether ``model`` must train with contiguous (NCHW) tensors instead of channels-last on a
+    CPU: it holds a strided 1x1 convolution with 2 to 7 input channels per group that computes
+    in fp32 (no autocast, or a :class:`Float32Conv2d`). With torch 2.14's oneDNN (3.12) on an
+    AVX2 CPU without AVX-512, the weight gradient of such a convolution in channels-last fp32
+    crashes the process (a segmentation fault or an abort) for batches of 8 images and more;
+    one or eight and more input channels, stride 1, bf16 or NCHW are all safe. Only the narrow
+    networks of the tests and of smoke mode (width 4: a ResNet's first shortcut sees 4 channels)
+    hold one, and at that width channels-last buys nothing, so the rule is by construction on
+    every CPU rather than a probe of this one; tests/test_engine_layout.py shows the crash."""
+    if torch.device(device).type != "cpu":
+        return False
+    return any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1
+               and 1 < m.in_channels // m.groups < 8
+               and (amp_dtype is None or isinstance(m, Float32Conv2d)) for m in model.modules())
+
+
 def precision_name(dtype) -> str:
     return {torch.bfloat16: "bf16-autocast", torch.float16: "fp16-autocast"}.get(dtype, "fp32")
 
@@ -411,11 +428,16 @@ class Trainer:
             self.amp_dtype = None
             precision_note = ("fp32 instead of bf16: this torch's CPU bf16 kernels give dilated "
                               "convolutions non-finite weight gradients (dmcbook.train.cpu_bf16_fault)")
+        layout_note, memory_format = None, torch.channels_last if channels_last else torch.preserve_format
+        if channels_last and cpu_channels_last_fault(model, self.device, self.amp_dtype):
+            channels_last, memory_format = False, torch.contiguous_format
+            layout_note = ("NCHW instead of channels-last: this torch's oneDNN crashes on the weight gradient "
+                           "of a strided 1x1 convolution with 2-7 input channels (dmcbook.train.cpu_channels_last_fault)")
         self.channels_last = channels_last
         threads = use_all_cores() if self.device.type == "cpu" else torch.get_num_threads()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
-        self.model.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+        self.model.to(self.device, memory_format=memory_format)
         self.net = self.model  # what the training step calls: DDP and torch.compile wrap the model
         if self.dist.active:
             self.net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -445,7 +467,7 @@ class Trainer:
                         **(run_config or {})),
             environment=environment(self.device), epochs=[], status="running",
             engine=dict(precision=precision_name(self.amp_dtype), precision_note=precision_note,
-                        channels_last=channels_last, threads=threads,
+                        channels_last=channels_last, layout_note=layout_note, threads=threads,
                         compile=compile, processes=self.dist.world,
                         data_on_device=hasattr(data.train_loader, "to")))
         self.best_acc, self.start_epoch = 0.0, 0

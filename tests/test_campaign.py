@@ -9,7 +9,7 @@ import pytest
 from dmcbook import campaign
 from dmcbook.campaign import Claim, Spec
 from dmcbook.models.registry import create_model
-from dmcbook.train import RECIPES, Recipe, Trainer, get_recipe
+from dmcbook.train import RECIPES, Recipe, Trainer, get_recipe, precision_name, select_precision
 
 
 def test_every_planned_configuration_builds_and_every_claim_is_planned():
@@ -36,6 +36,8 @@ def tiny(monkeypatch, tmp_path):
                                            Spec("drstn_v5", "drstn_v5", chapters=("04_drstn", "05_head_to_head"))))
     monkeypatch.setattr(campaign, "CHAPTERS", ("04_drstn", "05_head_to_head"))
     monkeypatch.setattr(campaign, "CLAIMS", (Claim("04_drstn", "drstn_v5", "resnet18", "test"),))
+    # whatever precision this machine trains in, the tiny campaign's runs all share it
+    monkeypatch.setattr(campaign, "PRECISION", precision_name(select_precision("cpu", "auto")))
     return tmp_path
 
 
@@ -372,15 +374,16 @@ def test_a_run_the_deadline_stopped_resumes_from_its_checkpoint_and_a_fresh_clon
     train_epoch = Trainer._train_epoch
     trained_epochs = []
 
-    def slow_epoch(self, epoch):  # two seconds an epoch: the deadline leaves room for one, not two
-        time.sleep(2)
+    def slow_epoch(self, epoch):  # four seconds an epoch: the deadline leaves room for one, not two
+        time.sleep(4)
         return train_epoch(self, epoch)
 
     def counted_epoch(self, epoch):
         trained_epochs.append(epoch)
         return train_epoch(self, epoch)
     monkeypatch.setattr(Trainer, "_train_epoch", slow_epoch)
-    campaign.run("04_drstn", seeds=(0,), root=tiny, limit=1, deadline=time.time() + 3, say=lambda *_: None)
+    # the first epoch starts if loading the data took under 8 s, even on a busy machine
+    campaign.run("04_drstn", seeds=(0,), root=tiny, limit=1, deadline=time.time() + 8, say=lambda *_: None)
     monkeypatch.setattr(Trainer, "_train_epoch", counted_epoch)
     stopped = tiny / "campaign" / "converge" / "resnet18-seed0"
     assert campaign.progress(["resnet18-seed0", "drstn_v5-seed0"], root=tiny) == {"resnet18-seed0": (1, 2)}
@@ -399,18 +402,22 @@ def test_a_run_the_deadline_stopped_resumes_from_its_checkpoint_and_a_fresh_clon
         assert history["status"] == "finished" and [e["epoch"] for e in history["epochs"]] == [1, 2]
 
 
-def test_once_the_deadline_stops_a_run_no_other_run_starts(tiny, monkeypatch):
+@pytest.mark.parametrize("history", [{"status": "running", "epochs": [{}], "final_test_acc": 0.5},
+                                     {"status": "running", "epochs": []}],  # stopped while the data loaded
+                         ids=["after-an-epoch", "before-any-epoch"])
+def test_once_the_deadline_stops_a_run_no_other_run_starts(tiny, monkeypatch, history):
     import types
     from dmcbook import experiments
-    started = []
+    started, said = [], []
 
     def stopped_by_the_deadline(session, name, *args, **kwargs):
         started.append(name)
-        return types.SimpleNamespace(history={"status": "running", "epochs": [{}], "final_test_acc": 0.5})
+        return types.SimpleNamespace(history=history)
     monkeypatch.setattr(experiments, "run_experiment", stopped_by_the_deadline)
     assert campaign.run("04_drstn", seeds=(0, 1), root=tiny, deadline=time.time() + 3600,
-                        say=lambda *_: None) == ["resnet18-seed0"]
+                        say=said.append) == ["resnet18-seed0"]
     assert started == ["resnet18-seed0"]
+    assert said[-1].startswith(f"[campaign] resnet18-seed0: running after {len(history['epochs'])} epochs")
 
 
 def test_no_run_starts_whose_first_epoch_would_end_after_the_deadline(tiny, monkeypatch):
@@ -420,6 +427,54 @@ def test_no_run_starts_whose_first_epoch_would_end_after_the_deadline(tiny, monk
     trained = campaign.run("04_drstn", seeds=(0,), root=tiny, limit=1, deadline=time.time() + 60, say=said.append)
     assert trained == ["drstn_v5-seed0"] and "would end after the deadline" in said[0]
     assert not (tiny / "campaign" / "converge" / "resnet18-seed0").exists()
+
+
+def test_whole_runs_start_only_the_runs_that_finish_before_the_deadline(tiny, monkeypatch):
+    import types
+    from dmcbook import experiments
+    monkeypatch.setitem(RECIPES, "converge", Recipe("converge", epochs=4, batch_size=32, width=4,
+                                                    train_subset=64, test_subset=64, augment="none"))
+    # resnet18: 10 minutes an epoch, 40 a run; drstn_v5 has no estimate, so it may always start
+    monkeypatch.setattr(campaign, "_estimates", lambda root=None: {"resnet18": (40.0, "its finished runs")})
+    started = []
+
+    def finished(session, name, *args, **kwargs):
+        started.append(name)
+        return types.SimpleNamespace(history={"status": "finished", "epochs": [{}] * 4, "final_test_acc": 0.5})
+    monkeypatch.setattr(experiments, "run_experiment", finished)
+
+    def trained(whole_runs):
+        started.clear()
+        said = []
+        campaign.run("04_drstn", seeds=(0,), root=tiny, deadline=time.time() + 30 * 60, whole_runs=whole_runs,
+                     say=said.append)
+        return started[:], said
+    assert trained(whole_runs=False)[0] == ["resnet18-seed0", "drstn_v5-seed0"]  # its first epoch fits
+    names, said = trained(whole_runs=True)  # 44 minutes with the margin: passed over
+    assert names == ["drstn_v5-seed0"] and "its 4 remaining epochs (about 44 min)" in said[0]
+    # begun in this checkout, 2 of 4 epochs done: the 22 minutes left fit
+    folder = tiny / "campaign" / "converge" / "resnet18-seed0"
+    folder.mkdir(parents=True)
+    history = {"config": {"recipe": {"epochs": 4}}, "epochs": [{}, {}], "status": "running"}
+    (folder / "history.json").write_text(json.dumps(history))
+    (folder / "checkpoint.pt").write_bytes(b"")
+    assert trained(whole_runs=True)[0] == ["resnet18-seed0", "drstn_v5-seed0"]
+    # carried by git without its checkpoint, it starts again from its first epoch: no longer fits
+    (folder / "checkpoint.pt").unlink()
+    assert trained(whole_runs=True)[0] == ["drstn_v5-seed0"]
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_a_machine_that_would_train_in_another_precision_is_refused_before_any_work(tmp_path, monkeypatch,
+                                                                                     native_bf16):
+    from dmcbook import train
+    monkeypatch.setattr(train, "cpu_supports_bf16", lambda: native_bf16)
+    monkeypatch.setattr(campaign, "collect", lambda *a, **k: ({}, []))  # nothing pending: no run starts
+    if native_bf16:
+        assert campaign.run(root=tmp_path, device="cpu", say=lambda *_: None) == []
+    else:
+        with pytest.raises(ValueError, match="train in bf16-autocast, and this CPU would train them in fp32"):
+            campaign.run(root=tmp_path, device="cpu", say=lambda *_: None)
 
 
 def test_git_ignores_every_checkpoint_and_keeps_histories_and_shipped_weights():

@@ -33,6 +33,11 @@ def test_bad_arguments_get_argparse_errors(capsys):
         main(["train", "--option", "no-equals-sign"])
 
 
+def test_whole_runs_without_minutes_is_one_clear_error_before_any_work(capsys):
+    assert main(["campaign", "run", "--whole-runs"]) == 2
+    assert "--whole-runs needs --minutes" in capsys.readouterr().err
+
+
 def test_train_then_eval(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--model", "resnet18", "--dataset", "digits", "--preset", "smoke",
