@@ -12,7 +12,8 @@ from . import distributed
 from .data import DatasetUnavailable, get_data, list_datasets
 from .models.registry import create_model, list_models
 from .runs import check_writable
-from .train import PRECISIONS, CheckpointError, Trainer, TrainingDiverged, evaluate, get_recipe, list_recipes, load_checkpoint
+from .train import (PRECISIONS, CheckpointError, Trainer, TrainingDiverged, evaluate, get_recipe, list_recipes,
+                    load_checkpoint, pick_device)
 
 
 def _model_option(text: str):
@@ -226,6 +227,11 @@ def cmd_campaign(args) -> None:
     if known:
         print(f"about {sum(known):.0f} CPU-hours still to train at one thread per run"
               + (f"; not yet measured: {', '.join(unknown)}" if unknown else ""))
+    try:
+        campaign.check_precision(pick_device(args.device))
+        print(f"this machine trains in {campaign.PRECISION}: campaign run can train here")
+    except ValueError as refusal:
+        print(f"campaign run would refuse this machine: {refusal}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -283,7 +283,9 @@ def test_the_cli_runs_the_plan_and_reports_its_status(tiny, monkeypatch, capsys)
     monkeypatch.setattr(campaign, "find_project_root", lambda: tiny)
     main(["campaign", "status", "--chapter", "05_head_to_head", "--seeds", "0"])
     assert capsys.readouterr().out.splitlines() == ["0 runs finished (0 CPU-minutes of training), 1 pending",
-                                                    "  pending drstn_v5-seed0"]
+                                                    "  pending drstn_v5-seed0",
+                                                    f"this machine trains in {campaign.PRECISION}: "
+                                                    "campaign run can train here"]
     main(["campaign", "run", "--chapter", "05_head_to_head", "--seeds", "0"])
     assert "drstn_v5-seed0: finished" in capsys.readouterr().out
     assert (tiny / "results" / "campaign" / "converge" / "drstn_v5-seed0" / "history.json").exists()
