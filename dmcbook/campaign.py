@@ -19,9 +19,10 @@ Git carries only the histories (checkpoints are build output, megabytes each, an
 the repository), so a run stopped in one checkout and resumed in a fresh clone, which has its
 history but not its checkpoint, starts again from its first epoch; :func:`run` says so. Where
 the checkout ends with the session, ``--whole-runs`` starts only the runs that will finish
-before the deadline, and ``campaign park`` (:func:`park`), once the workers have stopped, copies
-the unfinished runs' checkpoints where git sees them without committing them: a next session
-that receives the stopped one's uncommitted files resumes those runs.
+before the deadline; and a run the deadline stops is parked (:func:`park`; ``campaign park``
+does it for every unfinished run once the workers have stopped): its checkpoint is copied where
+git sees it without committing it, so that a next session that receives the stopped one's
+uncommitted files resumes it.
 
 Every run trains in one precision (:data:`PRECISION`), so that the seeds of two configurations
 pair as runs of one recipe: a machine that would train in another (a CPU without native bf16
@@ -339,18 +340,20 @@ def parked_folder(root: Path | None = None) -> Path:
     return session(root, "cpu").results_dir.parent / "parked"
 
 
-def park(root: Path | None = None, say=print) -> list[str]:
+def park(root: Path | None = None, names: list[str] | None = None, say=print) -> list[str]:
     """Copy every unfinished run's checkpoint (:data:`PARKED_FILES`) to
     ``results/campaign/parked/<run>/``, and drop parked copies of runs that have since finished;
-    returns the runs parked. Where a working session's checkout ends with it and its uncommitted,
-    not ignored files are carried to the next one, a parked run resumes there (:func:`run` moves
-    it back) instead of starting again. Parked files are never committed (megabytes each, and
-    stale once the run goes on; a test fails if git tracks one). Stop the workers first: a run
-    that a process holds is refused with :class:`RunFolderError`."""
+    returns the runs parked. ``names`` parks only those runs and drops nothing (:func:`run` parks
+    each run its deadline stops). Where a working session's checkout ends with it and its
+    uncommitted, not ignored files are carried to the next one, a parked run resumes there
+    (:func:`run` moves it back) instead of starting again. Parked files are never committed
+    (megabytes each, and stale once the run goes on; a test fails if git tracks one). A run that
+    a process holds is refused with :class:`RunFolderError`: stop the workers first."""
     import shutil
     runs, parked = session(root, "cpu").results_dir, parked_folder(root)
-    names = []
-    for folder in sorted(runs.iterdir()) if runs.exists() else []:
+    folders = [runs / name for name in names] if names is not None else sorted(runs.iterdir()) if runs.exists() else []
+    done = []
+    for folder in folders:
         if _status(folder) != "running" or not (folder / "checkpoint.pt").exists():
             continue
         with run_lock(folder):
@@ -359,13 +362,13 @@ def park(root: Path | None = None, say=print) -> list[str]:
             for name in PARKED_FILES:
                 if (folder / name).exists():
                     shutil.copy2(folder / name, target / name)
-        names.append(folder.name)
+        done.append(folder.name)
         say(f"[campaign] {folder.name}: parked at epoch {len(json.loads((folder / 'history.json').read_text())['epochs'])}")
-    for stale in sorted(parked.iterdir()) if parked.exists() else []:
-        if stale.name not in names and _status(runs / stale.name) != "running":
+    for stale in sorted(parked.iterdir()) if names is None and parked.exists() else []:
+        if stale.name not in done and _status(runs / stale.name) != "running":
             shutil.rmtree(stale)
             say(f"[campaign] {stale.name}: its parked checkpoint dropped (the run is no longer unfinished)")
-    return names
+    return done
 
 
 def _unpark(folder: Path) -> bool:
@@ -484,6 +487,7 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
         say(f"[campaign] {name}: {history.history['status']} after {epochs} epochs{accuracy}")
         trained.append(name)
         if history.history["status"] != "finished":  # the deadline stopped it: no epoch fits any more
+            park(root, [name], say)
             return trained
     return trained
 

@@ -391,6 +391,8 @@ def test_a_run_the_deadline_stopped_resumes_from_its_checkpoint_or_a_parked_one_
     monkeypatch.setattr(Trainer, "_train_epoch", counted_epoch)
     stopped = tiny / "campaign" / "converge" / "resnet18-seed0"
     assert campaign.progress(["resnet18-seed0", "drstn_v5-seed0"], root=tiny) == {"resnet18-seed0": (1, 2)}
+    parked = tiny / "campaign" / "parked" / "resnet18-seed0"
+    assert sorted(f.name for f in parked.iterdir()) == sorted(campaign.PARKED_FILES)  # the deadline parked it
     assert campaign.park(root=tiny, say=lambda *_: None) == ["resnet18-seed0"]
     clones = {}
     for kind in ("history only", "with the parked checkpoint"):  # what a fresh checkout may hold
