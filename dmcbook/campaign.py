@@ -19,10 +19,7 @@ Git carries only the histories (checkpoints are build output, megabytes each, an
 the repository), so a run stopped in one checkout and resumed in a fresh clone, which has its
 history but not its checkpoint, starts again from its first epoch; :func:`run` says so. Where
 the checkout ends with the session, ``--whole-runs`` starts only the runs that will finish
-before the deadline; and a run the deadline stops is parked (:func:`park`; ``campaign park``
-does it for every unfinished run once the workers have stopped): its checkpoint is copied where
-git sees it without committing it, so that a next session that receives the stopped one's
-uncommitted files resumes it.
+before the deadline.
 
 Every run trains in one precision (:data:`PRECISION`), so that the seeds of two configurations
 pair as runs of one recipe: a machine that would train in another (a CPU without native bf16
@@ -331,62 +328,6 @@ def trained_network(name: str, root: Path | None = None):
     return net.eval(), history
 
 
-# What an unfinished run needs to resume exactly and, once finished, to ship its best weights.
-PARKED_FILES = ("checkpoint.pt", "checkpoint.pt.sha256", "best.pt", "best.pt.sha256")
-
-
-def parked_folder(root: Path | None = None) -> Path:
-    """``results/campaign/parked/``: unfinished runs' checkpoints, which git does not ignore."""
-    return session(root, "cpu").results_dir.parent / "parked"
-
-
-def park(root: Path | None = None, names: list[str] | None = None, say=print) -> list[str]:
-    """Copy every unfinished run's checkpoint (:data:`PARKED_FILES`) to
-    ``results/campaign/parked/<run>/``, and drop parked copies of runs that have since finished;
-    returns the runs parked. ``names`` parks only those runs and drops nothing (:func:`run` parks
-    each run its deadline stops). Where a working session's checkout ends with it and its
-    uncommitted, not ignored files are carried to the next one, a parked run resumes there
-    (:func:`run` moves it back) instead of starting again. Parked files are never committed
-    (megabytes each, and stale once the run goes on; a test fails if git tracks one). A run that
-    a process holds is refused with :class:`RunFolderError`: stop the workers first."""
-    import shutil
-    runs, parked = session(root, "cpu").results_dir, parked_folder(root)
-    folders = [runs / name for name in names] if names is not None else sorted(runs.iterdir()) if runs.exists() else []
-    done = []
-    for folder in folders:
-        if _status(folder) != "running" or not (folder / "checkpoint.pt").exists():
-            continue
-        with run_lock(folder):
-            target = parked / folder.name
-            target.mkdir(parents=True, exist_ok=True)
-            for name in PARKED_FILES:
-                if (folder / name).exists():
-                    shutil.copy2(folder / name, target / name)
-        done.append(folder.name)
-        say(f"[campaign] {folder.name}: parked at epoch {len(json.loads((folder / 'history.json').read_text())['epochs'])}")
-    for stale in sorted(parked.iterdir()) if names is None and parked.exists() else []:
-        if stale.name not in done and _status(runs / stale.name) != "running":
-            shutil.rmtree(stale)
-            say(f"[campaign] {stale.name}: its parked checkpoint dropped (the run is no longer unfinished)")
-    return done
-
-
-def _unpark(folder: Path) -> bool:
-    """Move a parked checkpoint back into its run folder if the folder has none (a fresh
-    checkout); returns whether it did."""
-    import shutil
-    parked = folder.parent.parent / "parked" / folder.name
-    if (folder / "checkpoint.pt").exists() or not (parked / "checkpoint.pt").exists():
-        return False
-    folder.mkdir(parents=True, exist_ok=True)
-    with run_lock(folder):
-        for name in PARKED_FILES:
-            if (parked / name).exists():
-                shutil.move(parked / name, folder / name)
-    shutil.rmtree(parked)
-    return True
-
-
 def _restart_without_checkpoint(folder: Path) -> bool:
     """Clear an unfinished run that has epochs but no ``checkpoint.pt`` in this checkout (a fresh
     clone carries its history only): there is nothing to resume from, and the Trainer would refuse
@@ -457,8 +398,6 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
                 continue
             init = functools.partial(_transfer, source=source)
         try:
-            if _unpark(campaign.results_dir / name):
-                say(f"[campaign] {name}: resumes from its parked checkpoint")
             if _restart_without_checkpoint(campaign.results_dir / name):
                 say(f"[campaign] {name}: its checkpoint is not in this checkout (git carries only its history); "
                     "it starts again from the first epoch")
@@ -487,7 +426,6 @@ def run(chapter: str | None = None, seeds=SEEDS, root: Path | None = None, devic
         say(f"[campaign] {name}: {history.history['status']} after {epochs} epochs{accuracy}")
         trained.append(name)
         if history.history["status"] != "finished":  # the deadline stopped it: no epoch fits any more
-            park(root, [name], say)
             return trained
     return trained
 

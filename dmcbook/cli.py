@@ -206,11 +206,6 @@ def cmd_campaign(args) -> None:
                                deadline=deadline, whole_runs=args.whole_runs)
         print(f"[campaign] trained {len(trained)} runs here; status: python -m dmcbook campaign status")
         return
-    if args.action == "park":
-        names = campaign.park()
-        print(f"[campaign] {len(names)} unfinished runs parked in {campaign.parked_folder()}; leave them "
-              "uncommitted (never git add them)")
-        return
     if args.action == "ship":
         if not args.runs:
             raise ValueError("ship needs the names of finished runs, e.g. campaign ship dmcnet34-seed0")
@@ -298,10 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", type=_device)
             p.add_argument("--json", help="also write the results (with the machine named) to this JSON file")
     campaign = sub.add_parser("campaign", help="the converged comparisons of every chapter (hours of CPU; resumable)")
-    campaign.add_argument("action", choices=("run", "status", "ship", "park"),
+    campaign.add_argument("action", choices=("run", "status", "ship"),
                           help="run: train the missing runs in order (start one process per core); status: list them; "
-                               "ship: keep finished runs' best weights with their histories, for git; park: copy "
-                               "unfinished runs' checkpoints where the next session's checkout can receive them")
+                               "ship: keep finished runs' best weights with their histories, for git")
     campaign.add_argument("runs", nargs="*", help="ship: the finished runs (e.g. dmcnet34-seed0)")
     campaign.add_argument("--chapter", help="only the runs this chapter reads (e.g. 04_drstn, 05_head_to_head)")
     campaign.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -298,8 +298,6 @@ def test_the_cli_runs_the_plan_and_reports_its_status(tiny, monkeypatch, capsys)
     assert "has not finished" in capsys.readouterr().err
     assert main(["campaign", "status", "drstn_v5-seed0"]) == 2
     assert "takes no run names" in capsys.readouterr().err
-    assert main(["campaign", "park"]) == 0  # drstn_v5-seed0 finished: nothing to park
-    assert capsys.readouterr().out.startswith("[campaign] 0 unfinished runs parked")
 
 
 def test_results_rows_state_seeds_cost_precision_and_the_papers_number(tiny):
@@ -370,7 +368,7 @@ def test_a_close_call_gets_its_verdict_only_with_its_two_extra_seeds(tiny):
     assert row["seeds"] == 5 and row["verdict"] in ("supported", "not resolved at this budget")
 
 
-def test_a_run_the_deadline_stopped_resumes_from_its_checkpoint_or_a_parked_one_else_restarts(
+def test_a_run_the_deadline_stopped_resumes_from_its_checkpoint_and_a_fresh_clone_restarts_it(
         tiny, monkeypatch, tmp_path_factory):
     import dataclasses
     import shutil
@@ -391,31 +389,19 @@ def test_a_run_the_deadline_stopped_resumes_from_its_checkpoint_or_a_parked_one_
     monkeypatch.setattr(Trainer, "_train_epoch", counted_epoch)
     stopped = tiny / "campaign" / "converge" / "resnet18-seed0"
     assert campaign.progress(["resnet18-seed0", "drstn_v5-seed0"], root=tiny) == {"resnet18-seed0": (1, 2)}
-    parked = tiny / "campaign" / "parked" / "resnet18-seed0"
-    assert sorted(f.name for f in parked.iterdir()) == sorted(campaign.PARKED_FILES)  # the deadline parked it
-    assert campaign.park(root=tiny, say=lambda *_: None) == ["resnet18-seed0"]
-    clones = {}
-    for kind in ("history only", "with the parked checkpoint"):  # what a fresh checkout may hold
-        clone = clones[kind] = tmp_path_factory.mktemp("fresh_clone")
-        (clone / "campaign" / "converge" / "resnet18-seed0").mkdir(parents=True)
-        shutil.copy(stopped / "history.json", clone / "campaign" / "converge" / "resnet18-seed0")
-    shutil.copytree(tiny / "campaign" / "parked", clones["with the parked checkpoint"] / "campaign" / "parked")
+    clone = tmp_path_factory.mktemp("fresh_clone")  # holds only what git carries: the history
+    carried = clone / "campaign" / "converge" / "resnet18-seed0"
+    carried.mkdir(parents=True)
+    shutil.copy(stopped / "history.json", carried / "history.json")
 
     campaign.run("04_drstn", seeds=(0,), root=tiny, limit=1, say=lambda *_: None)
     assert len(trained_epochs) == 1  # resumed here from its checkpoint: only the second epoch trains
     said = []
-    campaign.run("04_drstn", seeds=(0,), root=clones["history only"], limit=1, say=said.append)
+    campaign.run("04_drstn", seeds=(0,), root=clone, limit=1, say=said.append)
     assert len(trained_epochs) == 3 and "starts again from the first epoch" in said[0]
-    said = []
-    campaign.run("04_drstn", seeds=(0,), root=clones["with the parked checkpoint"], limit=1, say=said.append)
-    assert len(trained_epochs) == 4 and "resumes from its parked checkpoint" in said[0]
-    assert not (clones["with the parked checkpoint"] / "campaign" / "parked" / "resnet18-seed0").exists()
-    for root in (tiny, *clones.values()):
-        history = json.loads((root / "campaign" / "converge" / "resnet18-seed0" / "history.json").read_text())
+    for folder in (stopped, carried):
+        history = json.loads((folder / "history.json").read_text())
         assert history["status"] == "finished" and [e["epoch"] for e in history["epochs"]] == [1, 2]
-    # the run finished here: parking again drops its stale copy
-    assert campaign.park(root=tiny, say=lambda *_: None) == []
-    assert not any((tiny / "campaign" / "parked").iterdir())
 
 
 @pytest.mark.parametrize("history", [{"status": "running", "epochs": [{}], "final_test_acc": 0.5},
@@ -493,7 +479,7 @@ def test_a_machine_that_would_train_in_another_precision_is_refused_before_any_w
             campaign.run(root=tmp_path, device="cpu", say=lambda *_: None)
 
 
-def test_git_ignores_every_checkpoint_but_a_parked_one_and_tracks_none():
+def test_git_ignores_every_checkpoint_and_tracks_none():
     import shutil
     import subprocess
     from pathlib import Path
@@ -506,10 +492,7 @@ def test_git_ignores_every_checkpoint_but_a_parked_one_and_tracks_none():
     for run in ("results/campaign/converge/resnet18-seed0/", "results/04_drstn/budget/resnet18/"):
         assert all(ignored(run + name) for name in ("checkpoint.pt", "checkpoint.pt.sha256", "best.pt"))
         assert not ignored(run + "history.json") and not ignored(run + "weights.safetensors")
-    # parked checkpoints stay visible to git, so that a session's uncommitted files carry them...
-    assert not any(ignored("results/campaign/parked/resnet18-seed0/" + name) for name in campaign.PARKED_FILES)
-    # ...and are never committed
-    tracked = subprocess.run(["git", "ls-files", "*.pt", "*.pt.sha256", "results/campaign/parked"], cwd=root,
+    tracked = subprocess.run(["git", "ls-files", "*.pt", "*.pt.sha256"], cwd=root,
                              capture_output=True, text=True, check=True).stdout.split()
     assert tracked == [], f"checkpoints committed: {tracked}"
 
