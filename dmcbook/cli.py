@@ -217,7 +217,8 @@ def cmd_campaign(args) -> None:
     done, pending = campaign.collect(args.chapter, seeds=args.seeds)
     minutes = campaign.training_minutes(done.values())
     spent = " and ".join(f"{m:.0f} {'CPU' if device == 'cpu' else 'GPU'}-minutes" for device, m in sorted(minutes.items()))
-    print(f"{len(done)} runs finished ({spent or '0 CPU-minutes'} of training), {len(pending)} pending")
+    print(f"{campaign.count_runs(len(done))} finished ({spent or '0 CPU-minutes'} of training), "
+          f"{len(pending)} pending")
     started = campaign.progress(pending)
     for name in pending:
         print(f"  pending {name}" + (" ({}/{} epochs done)".format(*started[name]) if name in started else ""))

@@ -163,6 +163,15 @@ def benchmark(names, baseline: str = "resnet34", input_size=(3, 32, 32), batch_s
     return rows
 
 
+def machine_line(info: dict | None = None) -> str:
+    """:func:`machine` in one line, printed under a benchmark's table: its speeds are this
+    machine's (a CPU without native bf16 trains in fp32 only, on another scale of time)."""
+    info = info or machine()
+    bf16 = "native bf16" if info["native_bf16"] else "no native bf16, so fp32 only"
+    where = f"{info['gpu']} (GPU)" if "gpu" in info else f"{info['cpu']}, {info['cores']} cores ({bf16})"
+    return f"measured on {where}, {info['torch_threads']} torch threads, load average {info['load_average_1_5_15'][0]}"
+
+
 def augmentation_throughput(dataset: str = "cifar10", augment: str = "paper", batch_size: int = 256,
                             images: int = 2048, device=None) -> dict:
     """Images per second of a data set's training augmentation through PIL, one image at a time

@@ -407,6 +407,40 @@ def plot_roc(logits, labels, classes, title=None, ax=None):
     return ax, float(np.mean(aucs))
 
 
+def prediction_summary(logits, labels, classes) -> dict:
+    """What a confusion matrix and ROC curves of one classifier say, as numbers for the prose:
+    accuracy (%), macro AUC (the mean of the one-vs-rest AUCs, as :func:`plot_roc` titles it),
+    the class with the lowest recall and that recall (%), and the most frequent mistake (true
+    class as predicted class, None when there is none) with its share of the true class's images
+    (%). Classes without a test image have neither a recall nor an AUC and are left out of both."""
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+    labels = np.asarray(labels)
+    probs = torch.as_tensor(logits).float().softmax(1).numpy()
+    counts = confusion_matrix(labels, probs.argmax(1), labels=range(len(classes)))
+    present = np.flatnonzero(counts.sum(1))
+    recall = counts.diagonal()[present] / counts.sum(1)[present]
+    mistakes = counts - np.diag(counts.diagonal())
+    true, predicted = np.unravel_index(mistakes.argmax(), mistakes.shape)
+    return {"accuracy %": 100 * counts.trace() / counts.sum(),
+            "macro AUC": float(np.mean([roc_auc_score(labels == k, probs[:, k]) for k in present])),
+            "weakest class": str(classes[present[recall.argmin()]]), "its recall %": 100 * float(recall.min()),
+            "most frequent mistake": f"{classes[true]} as {classes[predicted]}" if mistakes.any() else None,
+            "its share %": 100 * mistakes[true, predicted] / counts[true].sum()}
+
+
+def cam_on_object(maps, images: torch.Tensor, threshold: float = 0.1) -> list[float]:
+    """For each class activation map (N, H, W, as :func:`grad_cam` returns them), the share of
+    its mass that lies on the object: on the pixels where the image (N, C, H, W, 0-1 pixels, on
+    a dark background such as Fashion-MNIST's) exceeds ``threshold``. The object's share of the
+    image is what a map spread evenly would score."""
+    maps = torch.as_tensor(np.asarray(maps)).float()
+    on_object = (images.mean(1) > threshold).float()
+    if on_object.shape != maps.shape:
+        raise ValueError(f"cam_on_object needs one map per image at the image's size: maps {tuple(maps.shape)}, "
+                         f"images {tuple(images.shape)}")
+    return ((maps * on_object).sum((1, 2)) / maps.sum((1, 2)).clamp_min(1e-12)).tolist()
+
+
 def grad_cam(model: nn.Module, images: torch.Tensor, target_layer: nn.Module, targets=None,
              method: str = "gradcam") -> tuple[np.ndarray, list[int]]:
     """Class activation maps of ``images`` (N, C, H, W) through pytorch-grad-cam.

@@ -290,7 +290,7 @@ def test_the_cli_runs_the_plan_and_reports_its_status(tiny, monkeypatch, capsys)
     assert "drstn_v5-seed0: finished" in capsys.readouterr().out
     assert (tiny / "results" / "campaign" / "converge" / "drstn_v5-seed0" / "history.json").exists()
     main(["campaign", "status", "--seeds", "0"])
-    assert capsys.readouterr().out.startswith("1 runs finished")
+    assert capsys.readouterr().out.startswith("1 run finished")
     assert main(["campaign", "ship", "drstn_v5-seed0"]) == 0
     assert "drstn_v5-seed0: best weights (epoch 1) shipped" in capsys.readouterr().out
     assert (tiny / "results" / "campaign" / "converge" / "drstn_v5-seed0" / "weights.safetensors").exists()
@@ -308,6 +308,17 @@ def test_results_rows_state_seeds_cost_precision_and_the_papers_number(tiny):
     (row,) = campaign.results_table(runs, "04_drstn")
     assert row["final acc % (converge)"] == "91.00 ± 1.41" and row["seeds"] == 2 and row["CPU-min / run"] == 2.0
     assert row["paper %"].startswith("92.29 (CIFAR-10)") and row["precision"] == "bf16-autocast"
+
+
+def test_a_configuration_two_chapters_share_shows_each_papers_own_number():
+    runs = fake_runs({"resnet34": [94.0]})
+    for history in runs.values():
+        history.update(config={"dataset": "fashion-mnist", "parameters": 1_330_000}, best_test_acc=0.94,
+                       train_time=60.0, engine={"precision": "bf16-autocast"})
+    paper = {chapter: next(row["paper %"] for row in campaign.results_table(runs, chapter)
+                           if row["configuration"] == "resnet34") for chapter in ("01_dmcnet", "02_gdfrnet")}
+    assert paper == {"01_dmcnet": "95.65 (CIFAR-10, Net3 of Table 7)",
+                     "02_gdfrnet": "96.46 (CIFAR-10, net2 of Table 9)"}
 
 
 def test_final_accuracies_list_each_seed_per_configuration_in_plan_order_on_one_data_set():
@@ -580,3 +591,9 @@ def test_a_re_measurement_of_one_configuration_keeps_the_other_rows(tmp_path):
     assert [(r["configuration"], r["step time ratio"], r.get("measured")) for r in kept["configurations"]] == [
         ("a", 1.0, None), ("b", 6.1, "new"), ("c", 2.0, None)]
     assert costs.keep_others(path, fresh, set(known), known) is fresh  # a full measurement replaces all
+
+
+def test_the_status_line_counts_runs_in_words():
+    assert campaign.status_line({"a-seed0": {}}, []) == "1 run finished, none pending"
+    line = campaign.status_line({}, ["a-seed0", "a-seed1"])
+    assert line.startswith("0 runs finished, 2 pending; what the pending ones still need")

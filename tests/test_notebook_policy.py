@@ -6,6 +6,7 @@ computes, identical in smoke and budget modes: check lines, deterministic counts
 Rendered HTML, highlighted source, object reprs, paths, versions and timings change with the
 libraries a fresh install resolves, so a compared output that holds one fails here first.
 """
+import ast
 import json
 import re
 from pathlib import Path
@@ -125,6 +126,31 @@ def test_no_rendered_markup_is_stored(path):
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_each_chapter_keeps_its_equation_checks_compared(path):
     assert sum(_tagged(c) for _, c in _cells(path)) >= 3, "a chapter compares at least three check cells"
+
+
+def _ends_in_a_bare_glue(source: str) -> bool:
+    """A cell whose last statement is ``report.glue(...)`` without ``;`` prints the glued value
+    under the cell (glue returns it), a stray number on the page."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:  # IPython magics: not a glue cell
+        return False
+    last = body[-1] if body else None
+    call = last.value if isinstance(last, ast.Expr) else None
+    name = getattr(getattr(call, "func", None), "attr", getattr(getattr(call, "func", None), "id", None))
+    return name == "glue" and not source.rstrip().endswith(";")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_glued_value_prints_under_its_cell(path):
+    stray = [i for i, c in _cells(path) if _ends_in_a_bare_glue(_text(c["source"]))]
+    assert not stray, f"cells {stray} end with a glue call: end it with ';'"
+
+
+def test_a_bare_glue_at_the_end_is_found():
+    assert _ends_in_a_bare_glue('x = 1\nreport.glue("x", x)')
+    assert not _ends_in_a_bare_glue('report.glue("x", 1);')
+    assert not _ends_in_a_bare_glue('report.glue("x", 1)\nprint(2)')
 
 
 def _cell(*outputs, tags=(CHECK_TAG,)):

@@ -28,3 +28,12 @@ def test_benchmark_reports_ratios_to_the_baseline():
     assert [r["model"] for r in rows] == ["resnet34", "resnet18"]
     assert rows[0]["train time ratio"] == 1.0 and rows[0]["MACs ratio"] == 1.0
     assert rows[1]["MACs ratio"] < 1.0
+
+
+def test_the_machine_line_says_whether_the_cpu_trains_in_bf16():
+    from dmcbook.profile import machine_line
+    info = {"cpu": "AMD EPYC", "cores": 2, "torch_threads": 2, "native_bf16": False, "load_average_1_5_15": [1.5]}
+    assert machine_line(info) == ("measured on AMD EPYC, 2 cores (no native bf16, so fp32 only), 2 torch threads, "
+                                  "load average 1.5")
+    assert "(native bf16)" in machine_line(info | {"native_bf16": True})
+    assert machine_line(info | {"gpu": "NVIDIA H100"}).startswith("measured on NVIDIA H100 (GPU), 2 torch threads")

@@ -104,3 +104,30 @@ def test_plot_results_dots_per_seed_mean_std_and_paper_line():
     assert len(paper_lines) == 1 and paper_lines[0].get_segments()[0][0][1] == pytest.approx(90.1)
     with pytest.raises(ValueError, match="at least one value"):
         viz.seed_summary([])
+
+
+def test_prediction_summary_reads_the_confusion_matrix_and_the_roc():
+    classes = ["a", "b", "c"]
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    predicted = torch.tensor([0, 0, 0, 0, 1, 2, 2, 1, 2, 0])  # b mistaken for c twice
+    logits = torch.nn.functional.one_hot(predicted, 3).float() * 5
+    summary = viz.prediction_summary(logits, labels, classes)
+    assert summary["accuracy %"] == pytest.approx(70.0)
+    assert (summary["weakest class"], summary["its recall %"]) == ("b", pytest.approx(50.0))
+    assert (summary["most frequent mistake"], summary["its share %"]) == ("b as c", pytest.approx(50.0))
+    perfect = viz.prediction_summary(torch.nn.functional.one_hot(labels, 3).float(), labels, classes)
+    assert perfect["macro AUC"] == pytest.approx(1.0) and summary["macro AUC"] < 1.0
+    assert perfect["most frequent mistake"] is None and perfect["its share %"] == 0
+    no_c = viz.prediction_summary(logits[:8], labels[:8], classes)  # class c has no test image
+    assert no_c["weakest class"] == "b" and 0 < no_c["macro AUC"] < 1.0
+
+
+def test_cam_on_object_is_the_share_of_the_map_on_bright_pixels():
+    images = torch.zeros(2, 1, 4, 4)
+    images[:, :, :2] = 1.0  # the object is the top half
+    maps = torch.zeros(2, 4, 4)
+    maps[0, 0, 0] = 1.0  # all on the object
+    maps[1] = 1.0  # spread evenly: the object's share of the image
+    assert viz.cam_on_object(maps, images) == pytest.approx([1.0, 0.5])
+    with pytest.raises(ValueError, match="one map per image"):
+        viz.cam_on_object(maps[:, :2], images)
