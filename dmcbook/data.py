@@ -177,7 +177,10 @@ def _imagenet10(root, train, download):
     return subset
 
 
+# AutoAugment's published policies, each searched on its own data set (DMCNet, Sec. 2.1.1: "the best
+# policy for the given data set"); GTSRB has none of its own, and CIFAR-10's stands in.
 CIFAR_POLICY, SVHN_POLICY = T.AutoAugmentPolicy.CIFAR10, T.AutoAugmentPolicy.SVHN
+IMAGENET_POLICY = T.AutoAugmentPolicy.IMAGENET
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _TORCHVISION_HOW = "run once on a machine with internet access (it downloads through torchvision), or copy the files into DMCBOOK_DATA"
 
@@ -197,11 +200,11 @@ SPECS = {s.name: s for s in [
                 lambda r, t, d: datasets.SVHN(r, split="train" if t else "test", download=d), _TORCHVISION_HOW),
     DatasetSpec("gtsrb", 43, 3, 32, (0.3403, 0.3121, 0.3214), (0.2724, 0.2608, 0.2669), False, CIFAR_POLICY,
                 lambda r, t, d: datasets.GTSRB(r, split="train" if t else "test", download=d), _TORCHVISION_HOW),
-    DatasetSpec("imagenette", 10, 3, 224, IMAGENET_MEAN, IMAGENET_STD, True, CIFAR_POLICY, _imagenette,
+    DatasetSpec("imagenette", 10, 3, 224, IMAGENET_MEAN, IMAGENET_STD, True, IMAGENET_POLICY, _imagenette,
                 _TORCHVISION_HOW),
-    DatasetSpec("imagewoof", 10, 3, 224, IMAGENET_MEAN, IMAGENET_STD, True, CIFAR_POLICY, _imagewoof,
+    DatasetSpec("imagewoof", 10, 3, 224, IMAGENET_MEAN, IMAGENET_STD, True, IMAGENET_POLICY, _imagewoof,
                 f"download and unpack {IMAGEWOOF_URL} into DMCBOOK_DATA (or run once online)"),
-    DatasetSpec("imagenet10", 10, 3, 224, IMAGENET_MEAN, IMAGENET_STD, True, CIFAR_POLICY, _imagenet10,
+    DatasetSpec("imagenet10", 10, 3, 224, IMAGENET_MEAN, IMAGENET_STD, True, IMAGENET_POLICY, _imagenet10,
                 "point root= (or DMCBOOK_DATA) at a local ImageNet train folder holding the class folders "
                 + ", ".join(IMAGENET10_WNIDS)),
 ]}

@@ -482,7 +482,8 @@ def draw_network(model: ResNet, input_size: int = 32):
         raise TypeError(f"draw_network needs one of the package's ResNet-style models; got {type(model).__name__}")
     shapes = _stage_shapes(model, input_size)
     branch = getattr(model, "branch", None)
-    d = Diagram(f"{type(model).__name__}: the whole network at a {input_size}×{input_size} input")
+    name = getattr(model, "model_name", type(model).__name__)  # the registry's name, e.g. dmcnet34
+    d = Diagram(f"{name}: the whole network at a {input_size}×{input_size} input")
     d.box("in", 2.0, 0, f"image: {_channels_in(model.stem)}×{input_size}×{input_size}", "io")
     d.box("stem", 2.0, 1, "stem: " + describe(model.stem, 34) + "\n→ {}×{}×{}".format(*shapes[0]))
     d.arrow("in", "stem")

@@ -129,9 +129,8 @@ def setup(chapter: str, paper_recipe: str, paper_dataset: str = "cifar10", seed:
     get_recipe(recipe)  # fail early on an unknown recipe
     dataset = paper_dataset if mode in GPU_MODES else "fashion-mnist"
     if style:
-        import matplotlib.pyplot as plt
-        plt.rcParams.update({"figure.dpi": 90, "axes.grid": False, "image.interpolation": "nearest",
-                             "font.size": 9})
+        from .viz import use_page_style
+        use_page_style()
     scratch = Path(tempfile.mkdtemp(prefix=f"dmcbook-{chapter}-"))
     session = Session(chapter, mode, seed, device, recipe, dataset, find_project_root() / "results", scratch)
     print(session.describe())

@@ -45,6 +45,14 @@ def show_table(rows: list[dict], columns: list[str] | None = None, digits: int =
         display({"text/markdown": text, "text/plain": text}, raw=True)
 
 
+def words(items, empty: str = "none") -> str:
+    """Items as prose: "1", "1 and 2", "1, 2 and 4"; ``empty`` when there are none."""
+    items = [str(item) for item in items]
+    if len(items) < 2:
+        return items[0] if items else empty
+    return f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def glue(name: str, value, display: bool = False):
     """Store ``value`` under ``name`` for the book's prose (``{glue:text}`name:.2f` `` in Markdown).
 

@@ -48,6 +48,16 @@ def sample_images(size: int = 224, names=PHOTOGRAPHS) -> dict[str, torch.Tensor]
 PAGE_WIDTH = 7.5
 MAX_PANEL, MIN_PANEL = 2.0, 1.1  # inches per image panel (1.1 in = 99 px at 90 dpi)
 COLORBAR_ROOM = 0.7  # inches kept free for a colour bar at the right of a grid
+# Every page's matplotlib settings. The inline backend saves with a tight box: padded little,
+# a figure made PAGE_WIDTH wide is stored at the page's width, not 0.2 in wider.
+PAGE_STYLE = {"figure.dpi": 90, "axes.grid": False, "image.interpolation": "nearest", "font.size": 9,
+              "savefig.pad_inches": 0.02}
+
+
+def use_page_style() -> None:
+    """Apply :data:`PAGE_STYLE` (the set-up cell of every page calls it)."""
+    import matplotlib.pyplot as plt
+    plt.rcParams.update(PAGE_STYLE)
 
 
 def grid_shape(n: int, ncols: int | None = None, panel: float = 1.8,
@@ -216,7 +226,9 @@ def plot_history(histories, title=None, *, seeds: bool = True, log_loss="auto", 
 
     Labels are shown verbatim. With ``seeds``, runs whose labels differ only in a trailing
     ``-seedN`` are drawn as their mean with a band of +-1 standard deviation. ``log_loss="auto"``
-    puts the loss on a log axis when the losses span more than a factor of 30.
+    puts the loss on a log axis when the losses span more than a factor of 30; there the loss's
+    mean and band are those of its logarithm (geometric mean, times or divided by the spread), so
+    that a band cannot reach zero.
     """
     import matplotlib.pyplot as plt
     if isinstance(histories, dict) and "epochs" in histories:
@@ -225,7 +237,9 @@ def plot_history(histories, title=None, *, seeds: bool = True, log_loss="auto", 
         raise ValueError("plot_history needs at least one history")
     groups = _group_seeds(histories) if seeds else {label: [h] for label, h in histories.items()}
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.4), layout="constrained")
-    losses = []
+    losses = [e[f"{split}_loss"] for h in histories.values() for e in h["epochs"] for split in ("train", "test")]
+    losses = [v for v in losses if v > 0]
+    log_axis = log_loss is True or (log_loss == "auto" and bool(losses) and max(losses) / min(losses) > 30)
     for i, (label, runs) in enumerate(groups.items()):
         length = min(len(run["epochs"]) for run in runs)
         x = [e["epoch"] for e in runs[0]["epochs"][:length]]
@@ -234,16 +248,19 @@ def plot_history(histories, title=None, *, seeds: bool = True, log_loss="auto", 
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
             for split, style in (("train", "--"), ("test", "-")):
                 values = np.array([[e[f"{split}_{key}"] for e in run["epochs"][:length]] for run in runs])
+                logged = key == "loss" and log_axis
+                if logged:
+                    values = np.log(np.clip(values, 1e-12, None))
                 mean = values.mean(0)
+                std = values.std(0, ddof=1) if len(runs) > 1 else None
+                low, high = (mean - std, mean + std) if std is not None else (None, None)
+                if logged:
+                    mean, low, high = np.exp(mean), *(np.exp(b) if b is not None else None for b in (low, high))
                 ax.plot(x, mean, style, color=color, marker=marker, ms=3,
                         label=name if (split, key) == ("test", "acc") else None)
-                if len(runs) > 1:
-                    std = values.std(0, ddof=1)
-                    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, lw=0)
-                if key == "loss":
-                    losses.extend(values[values > 0].tolist())
-    span = max(losses) / min(losses) if losses else 1.0
-    if log_loss is True or (log_loss == "auto" and span > 30):
+                if std is not None:
+                    ax.fill_between(x, low, high, color=color, alpha=0.15, lw=0)
+    if log_axis:
         ax_loss.set_yscale("log")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (dashed: train, solid: test)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (dashed: train, solid: test)")
@@ -280,7 +297,7 @@ def plot_results(results: dict, paper=None, *, ylabel: str = "test accuracy (%)"
                    label="one seed" if i == 0 else None)
         ax.errorbar(i + 0.28, mean, yerr=std if n > 1 else None, fmt="D", color="k", ms=4, capsize=3,
                     label="mean ± std" if i == 0 else None)
-        ticks.append(f"{label}\n{mean:.2f} ± {std:.2f} (n={n})")
+        ticks.append(f"{label}\n{mean:.2f} ± {std:.2f} (n={n})" if n > 1 else f"{label}\n{mean:.2f} (one seed)")
     if isinstance(paper, dict):
         for i, label in enumerate(labels):
             if label in paper:
@@ -352,7 +369,7 @@ def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std
             rise, va = (0, "center") if row["model"] not in on_front else (-4, "top") if right else (4, "bottom")
             ax.annotate(row["model"], (row[key], row[acc]), xytext=(5 if right else -5, rise),
                         textcoords="offset points", ha="left" if right else "right", va=va,
-                        fontsize=6, color=f"C{i % 10}")
+                        fontsize=7, color=f"C{i % 10}")
         line = [by_model[m] for m in on_front]
         ax.plot([r[key] for r in line], [r[acc] for r in line], "k--", lw=0.8,
                 label="Pareto front" if ax is axes[0] else None)
@@ -366,23 +383,24 @@ def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std
         ax.xaxis.set_minor_formatter(mticker.NullFormatter())
         ax.margins(x=0.15)
         ax.set_xlabel(label, fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=8)
     axes[0].set_ylabel("final test accuracy (%)")
-    fig.legend(loc="outside lower center", ncols=4, fontsize=7, frameon=False)
+    fig.legend(loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     if note:
         fig.suptitle(note, fontsize=8)
     return fig
 
 
 def plot_confusion(labels, predictions, classes, normalize: bool = True, title=None):
-    """A confusion matrix (scikit-learn), rows normalised to recall when ``normalize``."""
+    """A confusion matrix (scikit-learn), rows normalised to recall when ``normalize``, with a
+    colour bar; normalised matrices share the scale 0-1, so that two networks' compare."""
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
     fig, ax = plt.subplots(figsize=(7, 6))
     ConfusionMatrixDisplay.from_predictions(
         np.asarray(labels), np.asarray(predictions), display_labels=[str(c) for c in classes],
         normalize="true" if normalize else None, values_format=".2f" if normalize else "d",
-        ax=ax, colorbar=False, xticks_rotation=45)
+        ax=ax, colorbar=True, xticks_rotation=45, im_kw={"vmin": 0, "vmax": 1} if normalize else None)
     ax.set_title(title or "confusion matrix")
     fig.tight_layout()
     return fig

@@ -62,3 +62,22 @@ def test_shown_code_fits_the_page(path):
             long_lines += [f"cell {i}: {line[:40]}..." for line in "".join(cell["source"]).splitlines()
                            if len(line) > 88]
     assert not long_lines, long_lines
+
+
+@pytest.mark.parametrize("path", [*NOTEBOOKS, *sorted((ROOT / "book").glob("*.ipynb"))], ids=lambda p: p.name)
+def test_stored_figures_fit_the_page(path):
+    """The chapter guide: figures at most about 7.5 in wide at the stored 90 dpi (675 px), as
+    stored, after the inline backend's tight box and padding (viz.PAGE_STYLE)."""
+    import base64
+    import struct
+    from dmcbook.viz import PAGE_STYLE, PAGE_WIDTH
+    limit = PAGE_WIDTH * PAGE_STYLE["figure.dpi"] + 5  # the padding, and a pixel of rounding
+    wide = []
+    for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png:
+                width = struct.unpack(">I", base64.b64decode(png)[16:20])[0]
+                if width > limit:
+                    wide.append(f"cell {i}: {width} px")
+    assert not wide, f"figures wider than {limit:.0f} px: {wide}"

@@ -37,6 +37,8 @@ def test_paper_augmentation_uses_the_papers_autoaugment_policy():
     steps = D.build_transforms(D.SPECS["svhn"], 32, 3, "paper", True).transforms
     auto = [t for t in steps if type(t).__name__ == "AutoAugment"]
     assert auto and auto[0].policy == D.T.AutoAugmentPolicy.SVHN
+    for name, policy in (("cifar100", "CIFAR10"), ("imagenette", "IMAGENET"), ("imagewoof", "IMAGENET")):
+        assert D.SPECS[name].autoaugment == getattr(D.T.AutoAugmentPolicy, policy), name
     erasing = [t for t in steps if type(t).__name__ == "RandomErasing"]
     assert erasing[0].p == 0.5
 

@@ -76,6 +76,7 @@ def test_strb_and_networks():
     assert "FC 16→8" in text and "y = sign(x) · max(|x| − τ, 0)" in text
     network = _text(diagrams.draw(model))
     assert "layer3" in network and "layer4" not in network and "FC 32→10" in network
+    assert "drstn_v5: the whole network" in network  # the registry's name, not the skeleton class
 
 
 def test_unknown_modules_are_refused():

@@ -276,7 +276,11 @@ def test_analysis_helpers():
     maps = inside_gdfrnet(model, torch.randn(2, 1, 12, 12))
     assert model.training and set(maps) == {"conv", "block", "frm", "detail", "fused", "fom"}
     assert maps["frm"]["A_h"].shape == (2, 8, 1, 12) and maps["fom"]["M_sim2"].shape == (2, 1, 12, 12)
-    assert set(inside_gdfrnet(create_model("gdfrnet", variant="net2", **SMALL), torch.randn(2, 1, 12, 12))) == {"conv", "block"}
+    plain = create_model("gdfrnet", variant="net2", **SMALL)
+    maps = inside_gdfrnet(plain, torch.randn(2, 1, 12, 12))
+    assert set(maps) == {"conv", "block"}
+    # the plain block adds its shortcut to bn2's output in place: F(x) must be kept before that
+    assert not torch.allclose(maps["conv"], maps["block"])
 
 
 def test_attention_statistics_see_a_constant_attention_as_flat():

@@ -106,3 +106,9 @@ def test_glue_stores_numpy_and_torch_scalars_as_python_numbers(monkeypatch):
     assert type(stored["width"]) is float and stored["width"] == 0.8188
     assert type(stored["count"]) is int and isinstance(stored["rows"], np.ndarray)
     assert repr(stored["width"]) == "0.8188"  # what myst-nb formats with {glue:text}`width:.2f`
+
+
+def test_words_lists_items_as_prose():
+    from dmcbook.report import words
+    assert [words([]), words([1]), words([1, 2]), words([1, 2, 4])] == ["none", "1", "1 and 2", "1, 2 and 4"]
+    assert words([], empty="no stage") == "no stage"

@@ -85,6 +85,10 @@ def test_plot_history_keeps_names_groups_seeds_and_logs_wide_losses():
     assert len(ax_acc.collections) == 2  # the seed band of train and test accuracy, one group only
     seeded_test_acc = ax_acc.lines[1].get_ydata()
     assert seeded_test_acc == pytest.approx([0.5, 0.51])  # the mean over the two seeds
+    # on the log axis the band is the log loss's: above zero however wide the seeds spread
+    spread = viz.plot_history({"b-seed0": _history([100.0, 0.05]), "b-seed1": _history([900.0, 0.5])})
+    lowest = min(c.get_paths()[0].vertices[:, 1].min() for c in spread.axes[0].collections)
+    assert spread.axes[0].get_yscale() == "log" and lowest > 0
     fig = viz.plot_history({"a": _history([1.0, 0.5])}, seeds=False)
     assert fig.axes[0].get_yscale() == "linear"
 
@@ -99,7 +103,7 @@ def test_plot_results_dots_per_seed_mean_std_and_paper_line():
     ticks = [t.get_text() for t in ax.get_xticklabels()]
     mean, std, n = viz.seed_summary([54.0, 62.0])
     assert (mean, n) == (58.0, 2) and std == pytest.approx(5.657, abs=1e-3)
-    assert ticks[0] == "GDFRNet\n58.00 ± 5.66 (n=2)" and ticks[1] == "ResNet-34\n66.00 ± 0.00 (n=1)"
+    assert ticks[0] == "GDFRNet\n58.00 ± 5.66 (n=2)" and ticks[1] == "ResNet-34\n66.00 (one seed)"
     paper_lines = [c for c in ax.collections if c.get_label() == "paper"]
     assert len(paper_lines) == 1 and paper_lines[0].get_segments()[0][0][1] == pytest.approx(90.1)
     with pytest.raises(ValueError, match="at least one value"):
@@ -131,3 +135,11 @@ def test_cam_on_object_is_the_share_of_the_map_on_bright_pixels():
     assert viz.cam_on_object(maps, images) == pytest.approx([1.0, 0.5])
     with pytest.raises(ValueError, match="one map per image"):
         viz.cam_on_object(maps[:, :2], images)
+
+
+def test_normalised_confusion_matrices_share_one_colour_scale_with_a_bar():
+    import matplotlib.pyplot as plt
+    fig = viz.plot_confusion([0, 0, 1, 1], [0, 1, 1, 1], ["a", "b"])
+    image = fig.axes[0].images[0]
+    assert image.get_clim() == (0, 1) and len(fig.axes) == 2  # the matrix and its colour bar
+    plt.close(fig)

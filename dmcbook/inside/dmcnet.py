@@ -2,6 +2,7 @@
 parameters sit."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -10,6 +11,8 @@ from torchvision.models.resnet import BasicBlock
 from . import module_inputs
 from ..checks import check_choice
 from ..models.dmcnet import AE, MASKS, MMCF, DMCBottleneck, DynamicMaskConv, FGlo
+
+GARMENT_THRESHOLD = 0.1  # a 0-1 pixel above this is garment, not Fashion-MNIST's black background
 
 
 def capture_inputs(model: nn.Module, x: torch.Tensor, kind: type) -> dict[str, torch.Tensor]:
@@ -111,14 +114,21 @@ def stage_conditional_masks(model: nn.Module, images: torch.Tensor) -> dict[str,
 
 
 def plot_conditional_masks(masks: dict[str, torch.Tensor], images: torch.Tensor, title: str | None = None):
-    """:func:`stage_conditional_masks` over their images (0-1 pixels, N, C, H, W): one row per
-    stage, one column per image, on one 0-1 scale (bright: the pixel is kept in X_co)."""
+    """:func:`stage_conditional_masks` for their images (0-1 pixels, N, C, H, W): one row per
+    stage, one column per image, M3 alone on one 0-1 scale (bright: the pixel is kept in X_co),
+    with the garment's outline (the pixels :func:`conditional_mask_statistics` counts as garment)
+    drawn over it. M3 is drawn opaque, so that its colours are the colour bar's."""
     from .. import viz
-    n = len(images)
+    n, (height, width) = len(images), images.shape[-2:]
+    garment = (images.mean(1) > GARMENT_THRESHOLD).float().cpu().numpy()
     fig, axes = viz.page_subplots(n * len(masks), ncols=n, panel=1.6)
     for row, m3 in enumerate(masks.values()):
         for i in range(n):
-            viz.heatmap_overlay(images[i], m3[i, 0], ax=axes[n * row + i], alpha=0.6, cmap="magma", vmin=0, vmax=1)
+            ax = axes[n * row + i]
+            ax.imshow(m3[i, 0].cpu().numpy(), cmap="magma", vmin=0, vmax=1, extent=(0, width, height, 0))
+            ax.contour(np.arange(width) + 0.5, np.arange(height) + 0.5, garment[i], levels=[0.5],
+                       colors="cyan", linewidths=0.8)
+            ax.axis("off")
         axes[n * row].set_title(f"stage {row + 1}", fontsize=9, loc="left")
     viz.add_colorbar(fig, axes[0].images[-1], axes, label="M3 (0-1)")
     if title:
@@ -127,7 +137,7 @@ def plot_conditional_masks(masks: dict[str, torch.Tensor], images: torch.Tensor,
 
 
 def conditional_mask_statistics(masks: dict[str, torch.Tensor], images: torch.Tensor,
-                                threshold: float = 0.1) -> list[dict]:
+                                threshold: float = GARMENT_THRESHOLD) -> list[dict]:
     """Per stage, for :func:`stage_conditional_masks` over ``images`` (0-1 pixels, N, C, H, W):
     M3's mean over the garment and over the background (a pixel is garment where the image
     exceeds ``threshold``; at a stage's coarser resolution, where most of the cell's pixels are),

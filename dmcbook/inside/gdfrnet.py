@@ -85,7 +85,10 @@ def inside_gdfrnet(model: ResNet, x: torch.Tensor, stage: int = 0) -> dict:
     seen, hooks = {}, []
 
     def keep(name, inputs=False):
-        return lambda module, args, out=None: seen.__setitem__(name, args if inputs else out)
+        # a copy: a plain block adds its shortcut to bn2's output in place, which would turn
+        # the kept F(x) into the block's output
+        return lambda module, args, out=None: seen.__setitem__(
+            name, args if inputs else out.detach().clone())
 
     hooks.append(block.bn2.register_forward_hook(keep("conv")))
     hooks.append(block.register_forward_hook(keep("block")))
