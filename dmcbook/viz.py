@@ -339,7 +339,7 @@ def plot_intervals(rows: list[dict], *, title=None, ax=None):
     ax.set_xlabel("configuration minus baseline (points), mean over seeds and 95 % interval", fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the intervals and zero
     return ax.figure
 
 

@@ -566,6 +566,7 @@ def test_intervals_give_decided_claims_as_numbers_and_the_plot_draws_one_line_ea
     assert [t.get_text() for t in ax.get_yticklabels()] == ["drstn_v1 > resnet18", "drstn_v5 > resnet18"]
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["not resolved at this budget", "supported"]
     assert viz.fits_page(fig)
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1  # off the intervals
     with pytest.raises(ValueError, match="at least one claim"):
         viz.plot_intervals([])
     assert campaign.intervals(done, "04_drstn", measure="first") == []
