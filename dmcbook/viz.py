@@ -446,13 +446,21 @@ def prediction_summary(logits, labels, classes) -> dict:
             "its share %": 100 * mistakes[true, predicted] / counts[true].sum()}
 
 
-def cam_on_object(maps, images: torch.Tensor, threshold: float = 0.1) -> list[float]:
+OBJECT_THRESHOLD = 0.1  # a 0-1 pixel above this is object, not Fashion-MNIST's black background
+
+
+def object_mask(images: torch.Tensor, threshold: float = OBJECT_THRESHOLD) -> torch.Tensor:
+    """The object's pixels (N, H, W, bool) of images (N, C, H, W, 0-1 pixels) on a dark
+    background such as Fashion-MNIST's: where the channel mean exceeds ``threshold``."""
+    return images.mean(1) > threshold
+
+
+def cam_on_object(maps, images: torch.Tensor, threshold: float = OBJECT_THRESHOLD) -> list[float]:
     """For each class activation map (N, H, W, as :func:`grad_cam` returns them), the share of
-    its mass that lies on the object: on the pixels where the image (N, C, H, W, 0-1 pixels, on
-    a dark background such as Fashion-MNIST's) exceeds ``threshold``. The object's share of the
-    image is what a map spread evenly would score."""
+    its mass that lies on the object (:func:`object_mask`). The object's share of the image is
+    what a map spread evenly would score."""
     maps = torch.as_tensor(np.asarray(maps)).float()
-    on_object = (images.mean(1) > threshold).float()
+    on_object = object_mask(images, threshold).float()
     if on_object.shape != maps.shape:
         raise ValueError(f"cam_on_object needs one map per image at the image's size: maps {tuple(maps.shape)}, "
                          f"images {tuple(images.shape)}")

@@ -94,3 +94,17 @@ def test_m3_weight_size_reads_only_the_conditional_mask_convolutions():
     assert m3_weight_size(net) == pytest.approx(before / 10, rel=1e-5)
     with pytest.raises(ValueError, match="no D_M_Conv"):
         m3_weight_size(create_model("dmcnet34", num_classes=10, width=8, mask="mask1"))
+
+
+def test_conditional_masks_are_drawn_opaque_with_the_garments_outline():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from dmcbook.inside.dmcnet import plot_conditional_masks
+    images = torch.zeros(2, 1, 8, 8)
+    images[:, :, 2:6, 2:6] = 0.8
+    fig = plot_conditional_masks({"stage": torch.rand(2, 1, 8, 8)}, images)
+    panels = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    # opaque, so that a panel's colours are its colour bar's; the outline is a contour set
+    assert all(ax.images[0].get_alpha() is None and ax.collections for ax in panels)
+    plt.close(fig)

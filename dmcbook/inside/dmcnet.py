@@ -11,8 +11,7 @@ from torchvision.models.resnet import BasicBlock
 from . import module_inputs
 from ..checks import check_choice
 from ..models.dmcnet import AE, MASKS, MMCF, DMCBottleneck, DynamicMaskConv, FGlo
-
-GARMENT_THRESHOLD = 0.1  # a 0-1 pixel above this is garment, not Fashion-MNIST's black background
+from ..viz import OBJECT_THRESHOLD, object_mask
 
 
 def capture_inputs(model: nn.Module, x: torch.Tensor, kind: type) -> dict[str, torch.Tensor]:
@@ -120,7 +119,7 @@ def plot_conditional_masks(masks: dict[str, torch.Tensor], images: torch.Tensor,
     drawn over it. M3 is drawn opaque, so that its colours are the colour bar's."""
     from .. import viz
     n, (height, width) = len(images), images.shape[-2:]
-    garment = (images.mean(1) > GARMENT_THRESHOLD).float().cpu().numpy()
+    garment = object_mask(images).float().cpu().numpy()
     fig, axes = viz.page_subplots(n * len(masks), ncols=n, panel=1.6)
     for row, m3 in enumerate(masks.values()):
         for i in range(n):
@@ -137,7 +136,7 @@ def plot_conditional_masks(masks: dict[str, torch.Tensor], images: torch.Tensor,
 
 
 def conditional_mask_statistics(masks: dict[str, torch.Tensor], images: torch.Tensor,
-                                threshold: float = GARMENT_THRESHOLD) -> list[dict]:
+                                threshold: float = OBJECT_THRESHOLD) -> list[dict]:
     """Per stage, for :func:`stage_conditional_masks` over ``images`` (0-1 pixels, N, C, H, W):
     M3's mean over the garment and over the background (a pixel is garment where the image
     exceeds ``threshold``; at a stage's coarser resolution, where most of the cell's pixels are),
@@ -145,7 +144,7 @@ def conditional_mask_statistics(masks: dict[str, torch.Tensor], images: torch.Te
     the images): near zero, M3 keeps every pixel alike and is a fixed scaling, not a mask."""
     rows = []
     for stage, m3 in enumerate(masks.values(), 1):
-        garment = F.adaptive_avg_pool2d((images.mean(1, keepdim=True) > threshold).float(), m3.shape[-2:]) > 0.5
+        garment = F.adaptive_avg_pool2d(object_mask(images, threshold)[:, None].float(), m3.shape[-2:]) > 0.5
         rows.append({"stage": stage, "M3 on garment": m3[garment].mean().item(),
                      "M3 on background": m3[~garment].mean().item(),
                      "M3 spread within an image": m3.std((2, 3)).mean().item()})
