@@ -178,6 +178,48 @@ def by_dataset(done: dict) -> dict[str, dict]:
     return {d: {n: h for n, h in done.items() if h["config"]["dataset"] == d} for d in datasets}
 
 
+def plot_curves(done: dict) -> None:
+    """The learning curves of finished runs, one figure per data set (:func:`by_dataset`), one
+    band per configuration over its seeds, titled with the shared recipe's width and epochs."""
+    import matplotlib.pyplot as plt
+
+    from . import viz
+    recipe = get_recipe(RECIPE)
+    for dataset, runs in by_dataset(done).items():
+        viz.plot_history(runs, title=f"{dataset}, width {recipe.width}, {recipe.epochs} epochs", legend_cols=3)
+        plt.show()
+
+
+def describe_curves(done: dict, chapter: str | None = None, dataset: str | None = None) -> str:
+    """What the learning curves of ``chapter``'s finished configurations on ``dataset`` show, in
+    words for a page: the largest test-accuracy gain over the last two epochs (how flat the
+    curves end), and, for several configurations, how far apart their means lie after the first
+    epoch and after the last, with the one ahead and the one behind (``dataset`` None: the
+    campaign's)."""
+    import statistics
+    variants = [spec.variant for spec in compared(chapter) if (spec.dataset or DATASET) == (dataset or DATASET)]
+    rows = convergence(done, variants)
+    if not rows:
+        return "no run has finished yet"
+    steepest = max(rows, key=lambda row: row["last-2 gain"])
+    text = (f"over their last two epochs the curves gain at most {steepest['last-2 gain']:.2f} points of test "
+            f"accuracy ({steepest['network']}'s steepest seed)")
+    if len(rows) == 1:
+        return text
+
+    def apart(accuracy):
+        ranked = sorted(rows, key=accuracy)
+        return (f"{accuracy(ranked[-1]) - accuracy(ranked[0]):.2f} points apart ({ranked[-1]['network']} "
+                f"ahead, {ranked[0]['network']} behind)")
+
+    def first_epoch(row):
+        return statistics.mean(100 * h["epochs"][0]["test_acc"] for n, h in done.items()
+                               if n.rpartition("-seed")[0] == row["network"])
+
+    return (f"{text}; the configurations' means lie {apart(first_epoch)} after the first epoch and "
+            f"{apart(lambda row: row['final %'])} after the last")
+
+
 def progress(pending: list[str], root: Path | None = None) -> dict[str, tuple[int, int]]:
     """For each pending run that has begun: (epochs done, epochs), from its history."""
     folder = session(root, "cpu").results_dir
@@ -301,14 +343,16 @@ def status_line(done: dict, pending: list[str]) -> str:
 
 
 def show_status(chapter: str) -> tuple[dict, list[str]]:
-    """For a chapter's page: the shared recipe, how many of the chapter's runs have finished and
-    what the pending ones still need. Returns :func:`collect`'s finished runs and pending names."""
+    """For a chapter's page: the shared recipe, how many of the chapter's runs have finished, what
+    the pending ones still need and the command that trains them. Returns :func:`collect`'s finished runs and pending names."""
     from . import report
     done, pending = collect(chapter)
     report.show_table([describe_recipe()])
     print(status_line(done, pending))
     if pending:
         report.show_table(pending_costs(pending))
+        print(f"to train them: python -m dmcbook campaign run --chapter {chapter} (on a GPU, or a CPU with "
+              "native bf16; one process per core, --minutes N to stop at the last epoch that fits)")
     return done, pending
 
 
@@ -635,15 +679,17 @@ def results_table(done: dict, chapter: str | None = None) -> list[dict]:
     return rows
 
 
-def final_accuracies(done: dict, chapter: str | None = None, dataset: str = DATASET) -> dict[str, list[float]]:
+def final_accuracies(done: dict, chapter: str | None = None, dataset: str = DATASET, *,
+                     planned: bool = False) -> dict[str, list[float]]:
     """Each configuration of ``chapter`` trained under the shared recipe (:func:`compared`) with
     finished runs on ``dataset``, in plan order: the final test accuracy (%) of each seed, for
-    :func:`dmcbook.viz.plot_results`."""
+    :func:`dmcbook.viz.plot_results`. With ``planned``, a configuration without a finished run
+    is kept with no values (the plot shows it as pending)."""
     finals = {}
     for spec in compared(chapter):
         runs = {n: h for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant
                 and h["config"]["dataset"] == dataset}
-        if runs:
+        if runs or (planned and (spec.dataset or DATASET) == dataset):
             finals[spec.variant] = list(_finals(runs, spec.variant).values())
     return finals
 
@@ -657,9 +703,12 @@ def costs(spec: Spec, input_size=(1, 28, 28)) -> dict:
             "MMACs": round(count_flops(net, tuple(input_size))["macs"] / 1e6, 1)}
 
 
-def head_to_head(done: dict, chapter: str | None = H2H, step_ratios: dict | None = None) -> list[dict]:
+def head_to_head(done: dict, chapter: str | None = H2H, step_ratios: dict | None = None, *,
+                 planned: bool = False) -> list[dict]:
     """One row per configuration of ``chapter`` with finished runs: its costs, its training
-    speed and its final test accuracy over seeds (``acc`` and ``std`` in %, for plotting).
+    speed and its final test accuracy over seeds (``acc`` and ``std`` in %, for plotting). With
+    ``planned``, a configuration without a finished run has a row too, its costs known and its
+    ``acc``, ``std`` and speed None (0 seeds).
 
     Speed comes twice. ``step time ×`` is the controlled measurement (``step_ratios``, from
     :func:`step_time_ratios`; None where not measured), the one to compare networks by. ``train
@@ -670,22 +719,24 @@ def head_to_head(done: dict, chapter: str | None = H2H, step_ratios: dict | None
     rows = []
     for spec in compared(chapter):
         finals = list(_finals(done, spec.variant).values())
-        if not finals:
+        if not finals and not planned:
             continue
         speeds = [e["images_per_sec"] for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant
                   and device_type(h) == "cpu" for e in h["epochs"]]
         rows.append({"model": spec.variant, **costs(spec), "step time ×": (step_ratios or {}).get(spec.variant),
-                     "train img/s": round(max(speeds)) if speeds else None, "acc": statistics.mean(finals),
-                     "std": statistics.stdev(finals) if len(finals) > 1 else 0.0, "seeds": len(finals)})
+                     "train img/s": round(max(speeds)) if speeds else None,
+                     "acc": statistics.mean(finals) if finals else None,
+                     "std": (statistics.stdev(finals) if len(finals) > 1 else 0.0) if finals else None,
+                     "seeds": len(finals)})
     return rows
 
 
 def pareto(rows: list[dict], cost: str, higher_is_better: bool = False, acc: str = "acc") -> list[str]:
     """The models no other model beats on both ``cost`` and accuracy (the Pareto front), cheapest
     first. ``higher_is_better`` for a cost that is a speed (images per second). Rows whose cost
-    is unknown (None) are left out."""
+    or accuracy is unknown (None: not measured, or no run finished) are left out."""
     sign = -1 if higher_is_better else 1
-    rows = [r for r in rows if r[cost] is not None]
+    rows = [r for r in rows if r[cost] is not None and r[acc] is not None]
 
     def dominated(row):
         return any(sign * o[cost] <= sign * row[cost] and o[acc] >= row[acc]

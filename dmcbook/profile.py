@@ -163,13 +163,26 @@ def benchmark(names, baseline: str = "resnet34", input_size=(3, 32, 32), batch_s
     return rows
 
 
+def timing_noise(rows: list[dict]) -> float:
+    """How far two timings of one network differ on this machine, from a :func:`benchmark`
+    table: the largest gap between a network's engine and bare-loop speeds (whose work is nearly
+    the same), as a fraction. A time ratio between networks that differs from their MACs ratio
+    by less than this is not resolved by the benchmark."""
+    return max(abs(1 - row["engine / bare"]) for row in rows)
+
+
 def machine_line(info: dict | None = None) -> str:
     """:func:`machine` in one line, printed under a benchmark's table: its speeds are this
-    machine's (a CPU without native bf16 trains in fp32 only, on another scale of time)."""
+    machine's (a CPU without native bf16 trains in fp32 only, on another scale of time), at
+    this load and, where recorded, on this date."""
     info = info or machine()
     bf16 = "native bf16" if info["native_bf16"] else "no native bf16, so fp32 only"
     where = f"{info['gpu']} (GPU)" if "gpu" in info else f"{info['cpu']}, {info['cores']} cores ({bf16})"
-    return f"measured on {where}, {info['torch_threads']} torch threads, load average {info['load_average_1_5_15'][0]}"
+    loads = info["load_average_1_5_15"]
+    load = ", ".join(str(v) for v in loads) + (" (1, 5, 15 min)" if len(loads) == 3 else "")
+    when = f", {info['date']}" if "date" in info else ""
+    threads = f"{info['torch_threads']} torch thread" + ("s" if info["torch_threads"] != 1 else "")
+    return f"measured on {where}, {threads}, load average {load}{when}"
 
 
 def augmentation_throughput(dataset: str = "cifar10", augment: str = "paper", batch_size: int = 256,

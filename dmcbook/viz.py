@@ -2,6 +2,7 @@
 maps over an image, learning curves, confusion matrices, ROC curves and Grad-CAM."""
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -206,6 +207,23 @@ def heatmap_overlay(image, heat, ax=None, alpha: float = 0.5, cmap: str = "jet",
 SEED_SUFFIX = re.compile(r"[-_]seed\d+$")
 
 
+def label_row_groups(ax, groups, names=None) -> None:
+    """On a heat map whose rows are sorted by group (``groups``: each row's group, e.g. the class
+    of an image), a line between neighbouring groups and, with ``names`` (group -> name), each
+    group's name at its middle row; without ``names`` the rows are left unlabelled (a panel
+    beside one that names them)."""
+    groups = list(groups)
+    starts = [0] + [i for i in range(1, len(groups)) if groups[i] != groups[i - 1]]
+    ends = starts[1:] + [len(groups)]
+    for start in starts[1:]:
+        ax.axhline(start - 0.5, color="k", lw=0.6)
+    if names is None:
+        ax.set_yticks([])
+    else:
+        ax.set_yticks([(a + b - 1) / 2 for a, b in zip(starts, ends)], [names[groups[a]] for a in starts],
+                      fontsize=6)
+
+
 def seed_summary(values) -> tuple[float, float, int]:
     """(mean, sample standard deviation, count) of per-seed values; one seed has std 0."""
     values = np.asarray(list(values), dtype=np.float64)
@@ -219,6 +237,42 @@ def _group_seeds(histories: dict) -> dict[str, list[dict]]:
     for label, history in histories.items():
         groups.setdefault(SEED_SUFFIX.sub("", label), []).append(history)
     return groups
+
+
+# One colour per network on every page, so that ResNet-18 is the same blue in chapter 04's
+# learning curves, its dot plot and the head-to-head trade-off. The plain ResNets take cool
+# colours, each paper's networks warm or distinct ones; any other label (an ablation, a display
+# name with details) takes the next colour of FREE_COLORS that its figure has not used.
+MODEL_COLORS = {"resnet18": "C0", "resnet34": "C9", "resnet50": "C7", "dmcnet34": "C1", "gdfrnet": "C2",
+                "resneskt50": "C3", "resnest50": "C4", "drstn_v5": "C5", "drstn_v1": "C6", "drstn_v2": "C8",
+                "drstn_v3": "#393b79", "drstn_v4": "#8c6d31"}
+# (hues apart from the fixed ones, so that an ablation does not pass for its parent network)
+FREE_COLORS = ("#ad494a", "#6b6ecf", "#e7ba52", "#637939", "#7b4173", "#b5cf6b", "#d6616b", "#9c9ede")
+
+
+def _model_key(label: str) -> str:
+    """A label's registry name: seed and data-set prefix dropped, only its first line (display
+    labels put details on a second), lower case without spaces or dashes ("ResNet-34" ->
+    "resnet34")."""
+    name = SEED_SUFFIX.sub("", str(label)).removeprefix("fashion-mnist-").split("\n")[0]
+    return re.sub(r"[^a-z0-9_]", "", name.lower())
+
+
+def model_colors(labels) -> list[str]:
+    """The colour of each label in one figure: :data:`MODEL_COLORS`' for a network it names (the
+    first label naming it, if several do), else the next unused of :data:`FREE_COLORS`."""
+    labels = list(labels)
+    keys = [_model_key(label) for label in labels]
+    taken = {MODEL_COLORS[k] for k in keys if k in MODEL_COLORS}
+    free = itertools.cycle([c for c in FREE_COLORS if c not in taken])
+    colors, claimed = [], set()
+    for key in keys:
+        if key in MODEL_COLORS and key not in claimed:
+            claimed.add(key)
+            colors.append(MODEL_COLORS[key])
+        else:
+            colors.append(next(free))
+    return colors
 
 
 def plot_history(histories, title=None, *, seeds: bool = True, log_loss="auto", legend_cols=None):
@@ -240,10 +294,10 @@ def plot_history(histories, title=None, *, seeds: bool = True, log_loss="auto", 
     losses = [e[f"{split}_loss"] for h in histories.values() for e in h["epochs"] for split in ("train", "test")]
     losses = [v for v in losses if v > 0]
     log_axis = log_loss is True or (log_loss == "auto" and bool(losses) and max(losses) / min(losses) > 30)
-    for i, (label, runs) in enumerate(groups.items()):
+    for (label, runs), color in zip(groups.items(), model_colors(groups)):
         length = min(len(run["epochs"]) for run in runs)
         x = [e["epoch"] for e in runs[0]["epochs"][:length]]
-        color, marker = f"C{i % 10}", "o" if length <= 10 else None
+        marker = "o" if length <= 10 else None
         name = f"{label} ({len(runs)} seeds)" if len(runs) > 1 else label
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
             for split, style in (("train", "--"), ("test", "-")):
@@ -278,25 +332,31 @@ def plot_results(results: dict, paper=None, *, ylabel: str = "test accuracy (%)"
                  note=None):
     """One dot per seed, the mean with +-1 standard deviation, and the paper's number.
 
-    ``results`` maps a label to its per-seed values; ``paper`` is one number (a line across the
-    plot) or a dict label -> number (a dashed line over that label). ``note`` (e.g. the reduced
-    budget) is written under the axis. Returns the figure.
+    ``results`` maps a label to its per-seed values; a label with no values keeps its slot,
+    marked pending, so that a figure shows what is planned as well as what is done. ``paper`` is
+    one number (a line across the plot) or a dict label -> number (a dashed line over that
+    label). ``note`` (e.g. the reduced budget) is written under the axis. Returns the figure.
     """
     import matplotlib.pyplot as plt
-    if not results:
+    if not any(len(values) for values in results.values()):
         raise ValueError("plot_results needs at least one label with values")
     labels = list(results)
     if ax is None:
         _, ax = plt.subplots(figsize=(min(PAGE_WIDTH, 2.0 + 1.1 * len(labels)), 3.4), layout="constrained")
-    ticks = []
-    for i, label in enumerate(labels):
+    ticks, legend_done = [], False
+    for i, (label, color) in enumerate(zip(labels, model_colors(labels))):
+        if not len(results[label]):
+            ticks.append(f"{label}\npending")
+            ax.axvspan(i - 0.4, i + 0.4, color="0.94", lw=0)  # the empty slot
+            continue
         mean, std, n = seed_summary(results[label])
         values = np.asarray(results[label], dtype=np.float64)
         jitter = np.linspace(-0.12, 0.12, n) if n > 1 else np.zeros(1)
-        ax.scatter(i + jitter, values, s=20, color=f"C{i % 10}", alpha=0.8, zorder=3,
-                   label="one seed" if i == 0 else None)
+        ax.scatter(i + jitter, values, s=20, color=color, alpha=0.8, zorder=3,
+                   label=None if legend_done else "one seed")
         ax.errorbar(i + 0.28, mean, yerr=std if n > 1 else None, fmt="D", color="k", ms=4, capsize=3,
-                    label="mean ± std" if i == 0 else None)
+                    label=None if legend_done else "mean ± std")
+        legend_done = True
         ticks.append(f"{label}\n{mean:.2f} ± {std:.2f} (n={n})" if n > 1 else f"{label}\n{mean:.2f} (one seed)")
     if isinstance(paper, dict):
         for i, label in enumerate(labels):
@@ -305,7 +365,8 @@ def plot_results(results: dict, paper=None, *, ylabel: str = "test accuracy (%)"
                           label="paper" if not ax.get_legend_handles_labels()[1].count("paper") else None)
     elif paper is not None:
         ax.axhline(float(paper), color="0.3", ls="--", label="paper")
-    ax.set_xticks(range(len(labels)), ticks, fontsize=8)
+    # many slots: smaller tick labels, so that neighbours' names do not run into each other
+    ax.set_xticks(range(len(labels)), ticks, fontsize=8 if len(labels) <= 6 else 6.5)
     ax.set_xlim(-0.6, len(labels) - 0.4)
     ax.set(ylabel=ylabel, xlabel=note or "")
     if title:
@@ -347,20 +408,26 @@ def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std
     """Accuracy against each cost, one panel a cost: a point per model with its ± std bar, and
     the Pareto front as a line. ``costs`` maps a row key to its axis label; ``front(key)``
     returns the models on that cost's front, cheapest first. A model whose cost is None has no
-    point on that panel. ``note`` goes under the figure."""
+    point on that panel; one whose accuracy is None (no run finished) is a hollow triangle on the
+    panel's floor at its cost: planned, not yet measured. ``note`` goes under the figure."""
     import matplotlib.pyplot as plt
     import matplotlib.ticker as mticker
     fig, axes = plt.subplots(1, len(costs), figsize=(PAGE_WIDTH, 3.2), sharey=True, layout="constrained")
     axes = np.atleast_1d(axes)
     by_model = {row["model"]: row for row in rows}
+    colors = model_colors(by_model)
     for ax, (key, label) in zip(axes, costs.items()):
         placed = [row[key] for row in rows if row[key] is not None]
         span = np.log(max(placed) / min(placed)) if placed else 0.0
         on_front = front(key)
-        for i, row in enumerate(rows):
+        for row, color in zip(rows, colors):
             if row[key] is None:
                 continue
-            ax.errorbar(row[key], row[acc], yerr=row[std], fmt="o", color=f"C{i % 10}", ms=4, capsize=2,
+            if row[acc] is None:
+                ax.plot(row[key], 0.03, "^", mfc="none", mec=color, ms=6, transform=ax.get_xaxis_transform(),
+                        label=f"{row['model']} (pending)" if ax is axes[0] else None)
+                continue
+            ax.errorbar(row[key], row[acc], yerr=row[std], fmt="o", color=color, ms=4, capsize=2,
                         label=row["model"] if ax is axes[0] else None)
             # right of the point, except in the last quarter of the log axis, where it would run
             # off the panel; a point on the front, whose line rises to the right, takes its label
@@ -369,7 +436,7 @@ def plot_tradeoff(rows: list[dict], costs: dict, front, *, acc: str = "acc", std
             rise, va = (0, "center") if row["model"] not in on_front else (-4, "top") if right else (4, "bottom")
             ax.annotate(row["model"], (row[key], row[acc]), xytext=(5 if right else -5, rise),
                         textcoords="offset points", ha="left" if right else "right", va=va,
-                        fontsize=7, color=f"C{i % 10}")
+                        fontsize=7, color=color)
         line = [by_model[m] for m in on_front]
         ax.plot([r[key] for r in line], [r[acc] for r in line], "k--", lw=0.8,
                 label="Pareto front" if ax is axes[0] else None)

@@ -168,6 +168,13 @@ def test_head_to_head_rows_carry_costs_speed_and_seed_statistics(tiny):
     assert v5["std"] == pytest.approx(2 ** 0.5)
     assert v5 | campaign.costs(campaign.PLAN[1]) == v5 and rows[0]["std"] == 0.0
     assert v5["MMACs"] < rows[0]["MMACs"]  # V5 drops ResNet-18's last stage
+    # planned: a configuration with no finished run has its costs and no accuracy, off the front
+    v5_only = {n: h for n, h in runs.items() if n.startswith("drstn_v5")}
+    assert [r["model"] for r in campaign.head_to_head(v5_only, "04_drstn")] == ["drstn_v5"]
+    planned = {r["model"]: r for r in campaign.head_to_head(v5_only, "04_drstn", planned=True)}
+    assert planned["resnet18"]["acc"] is None and planned["resnet18"]["seeds"] == 0
+    assert planned["resnet18"]["MMACs"] == rows[0]["MMACs"] and planned["drstn_v5"] == v5 | {"step time ×": None}
+    assert campaign.pareto(list(planned.values()), "MMACs") == ["drstn_v5"]
 
 
 def test_tradeoff_plot_draws_a_panel_per_cost_and_the_front_through_its_models():
@@ -204,6 +211,11 @@ def test_tradeoff_plot_draws_a_panel_per_cost_and_the_front_through_its_models()
     along = np.concatenate([np.linspace(p, q, 200) for p, q in zip(ends[:-1], ends[1:])])
     for text in ax.texts:
         assert text.get_window_extent(fig.canvas.get_renderer()).count_contains(along) == 0, text.get_text()
+    # a planned network without a finished run: a hollow triangle on the floor at its cost
+    planned = rows[:3] + [dict(model="p", macs=15, acc=None, std=None)]
+    (ax,) = viz.plot_tradeoff(planned, {"macs": "MACs"}, lambda key: campaign.pareto(planned, key)).axes
+    (floor,) = [line for line in ax.get_lines() if line.get_marker() == "^"]
+    assert list(floor.get_xdata()) == [15] and floor.get_label() == "p (pending)"
     narrow = [dict(model="a", cost=1.0, acc=90.0, std=0.5), dict(model="b", cost=1.6, acc=92.0, std=0.2)]
     (ax,) = viz.plot_tradeoff(narrow, {"cost": "step time"}, lambda key: campaign.pareto(narrow, key)).axes
     labelled = [t for t in ax.get_xticks() if 1.0 <= t <= 1.6]
@@ -328,6 +340,10 @@ def test_final_accuracies_list_each_seed_per_configuration_in_plan_order_on_one_
     finals = campaign.final_accuracies(runs, "04_drstn")
     assert list(finals.items()) == [("resnet18", [93.0]), ("drstn_v5", [90.0, 92.0])]
     assert campaign.final_accuracies(runs, "04_drstn", dataset="digits") == {"digits-scratch": [99.0]}
+    # planned: every configuration of the data set keeps its slot, those without runs empty
+    planned = campaign.final_accuracies(runs, "04_drstn", planned=True)
+    assert planned["drstn_v1"] == [] and planned["drstn_v5"] == [90.0, 92.0] and "digits-scratch" not in planned
+    assert campaign.final_accuracies(runs, "04_drstn", dataset="digits", planned=True)["digits-transfer"] == []
     calibration = fake_runs({"resnet18-10ep": [93.0], "resnet18": [94.0]})
     for history in calibration.values():
         history["config"] = {"dataset": "fashion-mnist"}
@@ -598,3 +614,32 @@ def test_the_status_line_counts_runs_in_words():
     assert campaign.status_line({"a-seed0": {}}, []) == "1 run finished, none pending"
     line = campaign.status_line({}, ["a-seed0", "a-seed1"])
     assert line.startswith("0 runs finished, 2 pending; what the pending ones still need")
+
+
+def test_the_curves_are_described_by_their_last_gain_and_the_spread_at_both_ends(tiny):
+    def run(*accs):
+        return {"final_test_acc": accs[-1], "epochs": [{"test_acc": a} for a in accs],
+                "config": {"dataset": "digits"}}
+    assert campaign.describe_curves({}, "04_drstn") == "no run has finished yet"
+    done = {"resnet18-seed0": run(0.80, 0.90, 0.92, 0.93), "resnet18-seed1": run(0.82, 0.91, 0.93, 0.931),
+            "drstn_v5-seed0": run(0.70, 0.85, 0.90, 0.905)}
+    alone = campaign.describe_curves({n: h for n, h in done.items() if n.startswith("resnet18")}, "04_drstn")
+    assert alone == "over their last two epochs the curves gain at most 3.00 points of test accuracy " \
+                    "(resnet18's steepest seed)"
+    text = campaign.describe_curves(done, "04_drstn")
+    # V5's last two epochs gain 5.5 points; after epoch 1 the means are 81 and 70, at the end 93.05 and 90.5
+    assert text.startswith("over their last two epochs the curves gain at most 5.50 points")
+    assert "lie 11.00 points apart (resnet18 ahead, drstn_v5 behind) after the first epoch" in text
+    assert text.endswith("2.55 points apart (resnet18 ahead, drstn_v5 behind) after the last")
+    assert campaign.describe_curves(done, "04_drstn", dataset="fashion-mnist") == "no run has finished yet"
+
+
+def test_a_chapter_s_status_names_the_command_that_trains_what_is_pending(tiny, capsys, monkeypatch):
+    monkeypatch.setattr(campaign, "find_project_root", lambda: tiny)  # no run finished there
+    done, pending = campaign.show_status("04_drstn")
+    printed = capsys.readouterr().out
+    assert not done and len(pending) == 6 and "6 pending" in printed
+    command = next(line for line in printed.splitlines() if line.startswith("to train them:"))
+    from dmcbook.cli import build_parser
+    argv = command.split("python -m dmcbook ", 1)[1].split(" (")[0].split()
+    assert build_parser().parse_args(argv).chapter == "04_drstn"

@@ -11,7 +11,7 @@ from torch import nn  # noqa: E402
 from dmcbook import create_model, viz  # noqa: E402
 import pytest  # noqa: E402
 from dmcbook.inside.dmcnet import (ae_offset, ae_weights, alternative_counts,  # noqa: E402
-                                   conditional_mask_statistics, m3_weight_size, plot_dynamic_masks,
+                                   conditional_mask_statistics, m3_weight_size, mask_summary, plot_dynamic_masks,
                                    stage_conditional_masks)
 from dmcbook.models.dmcnet import AE, ABLATIONS, DynamicMaskConv  # noqa: E402
 from dmcbook.profile import count_params  # noqa: E402
@@ -48,6 +48,21 @@ def test_the_mask_figure_fits_the_page():
         assert len(fig.axes) >= 6 + 3  # six panels, colour bars for the input, M3 and X_ke/X_out
     finally:
         plt.close(fig)
+
+
+def test_the_mask_summary_counts_what_the_masks_keep_and_reads_m3_off_the_module():
+    torch.manual_seed(0)
+    dmc, x = DynamicMaskConv(4, 4, dilation=2, m=0.5), torch.rand(1, 4, 12, 12)
+    summary = mask_summary(dmc, x, mask="mask8", seed=2)
+    m1, m2 = dmc.draw_masks(x, None, torch.Generator().manual_seed(2))  # the same draw
+    assert summary["channels kept"] == int((m1[0] > 0).sum()) and summary["channels"] == 4
+    assert summary["taps kept %"] == pytest.approx(100 * (m2 > 0).float().mean().item())
+    with torch.no_grad():
+        m3 = dmc.cond(x * m1)
+    assert (summary["M3 low"], summary["M3 high"]) == pytest.approx((m3.min().item(), m3.max().item()))
+    # a combination without a mask keeps everything and has no M3
+    plain = mask_summary(dmc, x, mask="mask1", seed=2)
+    assert (plain["channels kept"], plain["taps kept %"], "M3 low" in plain) == (4, 100.0, False)
 
 
 def test_stage_masks_and_their_statistics_follow_m3_and_see_a_constant_mask_as_flat():

@@ -1,3 +1,4 @@
+import pytest
 from torch import nn
 
 import dmcbook
@@ -37,3 +38,12 @@ def test_the_machine_line_says_whether_the_cpu_trains_in_bf16():
                                   "load average 1.5")
     assert "(native bf16)" in machine_line(info | {"native_bf16": True})
     assert machine_line(info | {"gpu": "NVIDIA H100"}).startswith("measured on NVIDIA H100 (GPU), 2 torch threads")
+    assert ", 1 torch thread, " in machine_line(info | {"torch_threads": 1})
+    recorded = info | {"load_average_1_5_15": [1.63, 4.54, 6.28], "date": "2026-11-24 13:09 UTC"}
+    assert machine_line(recorded).endswith("load average 1.63, 4.54, 6.28 (1, 5, 15 min), 2026-11-24 13:09 UTC")
+
+
+def test_timing_noise_is_the_largest_gap_between_one_network_s_two_timings():
+    from dmcbook.profile import timing_noise
+    rows = [{"engine / bare": 0.95}, {"engine / bare": 1.08}, {"engine / bare": 0.99}]
+    assert timing_noise(rows) == pytest.approx(0.08)

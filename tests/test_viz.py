@@ -1,4 +1,5 @@
 import pytest
+import numpy as np
 import torch
 
 import dmcbook
@@ -108,6 +109,14 @@ def test_plot_results_dots_per_seed_mean_std_and_paper_line():
     assert len(paper_lines) == 1 and paper_lines[0].get_segments()[0][0][1] == pytest.approx(90.1)
     with pytest.raises(ValueError, match="at least one value"):
         viz.seed_summary([])
+    # a planned configuration without values keeps its slot, marked pending, with no dots
+    fig = viz.plot_results({"mask1": [], "GDFRNet": [54.0, 62.0]})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()][0] == "mask1\npending"
+    dots = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert [len(c.get_offsets()) for c in dots] == [2] and "one seed" in ax.get_legend_handles_labels()[1]
+    with pytest.raises(ValueError, match="at least one label with values"):
+        viz.plot_results({"mask1": []})
 
 
 def test_prediction_summary_reads_the_confusion_matrix_and_the_roc():
@@ -142,4 +151,39 @@ def test_normalised_confusion_matrices_share_one_colour_scale_with_a_bar():
     fig = viz.plot_confusion([0, 0, 1, 1], [0, 1, 1, 1], ["a", "b"])
     image = fig.axes[0].images[0]
     assert image.get_clim() == (0, 1) and len(fig.axes) == 2  # the matrix and its colour bar
+    plt.close(fig)
+
+
+def test_a_network_keeps_its_colour_across_figures_and_labels_stay_distinct():
+    alone = viz.model_colors(["resnet18-seed0"])
+    among = viz.model_colors(["drstn_v1", "fashion-mnist-drstn_v5", "resnet18", "drstn_v4-no-gate-decay"])
+    assert alone[0] == among[2] == viz.MODEL_COLORS["resnet18"]
+    assert among[1] == viz.MODEL_COLORS["drstn_v5"]
+    # display names resolve to the registry's; details on a second line do not change it
+    assert viz.model_colors(["ResNet-34", "ResNeSt-50\n(spatial off)"]) == [viz.MODEL_COLORS["resnet34"],
+                                                                          viz.MODEL_COLORS["resnest50"]]
+    # two labels naming one network, and labels naming none, still differ within a figure
+    labels = ["GDFRNet", "gdfrnet-seed1", "mask1", "mask4", "resnet18-10ep"]
+    colors = viz.model_colors(labels)
+    assert colors[0] == viz.MODEL_COLORS["gdfrnet"] and len(set(colors)) == len(labels)
+    # the plots use them: a curve, a seed's dot and a trade-off point in the network's colour
+    from matplotlib.colors import to_hex
+    fig = viz.plot_history({"x-seed0": _history([1.0, 0.5]), "resnet18": _history([1.0, 0.5])})
+    assert to_hex(fig.axes[1].lines[-1].get_color()) == to_hex(viz.MODEL_COLORS["resnet18"])
+    fig = viz.plot_results({"x": [1.0], "ResNet-18": [2.0]})
+    from matplotlib.collections import PathCollection
+    dots = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]
+    assert to_hex(dots[1].get_facecolor()[0]) == to_hex(viz.MODEL_COLORS["resnet18"])
+
+
+def test_row_groups_get_a_line_between_them_and_a_name_at_their_middle():
+    import matplotlib.pyplot as plt
+    fig, (named, bare) = plt.subplots(1, 2)
+    for ax in (named, bare):
+        ax.imshow(np.zeros((5, 3)))
+    viz.label_row_groups(named, [0, 0, 2, 2, 2], names=["coat", "bag", "boot"])
+    viz.label_row_groups(bare, [0, 0, 2, 2, 2])
+    assert [line.get_ydata()[0] for line in named.lines] == [1.5]  # between row 1 and row 2
+    assert list(named.get_yticks()) == [0.5, 3.0] and [t.get_text() for t in named.get_yticklabels()] == ["coat", "boot"]
+    assert list(bare.get_yticks()) == [] and len(bare.lines) == 1
     plt.close(fig)

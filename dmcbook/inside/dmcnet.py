@@ -57,6 +57,33 @@ def param_breakdown(model: nn.Module) -> dict[str, int]:
     return counts
 
 
+@torch.no_grad()
+def _apply_masks(dmc: DynamicMaskConv, x: torch.Tensor, mask: str, m: float | None, seed: int):
+    """D_M_Conv's intermediates on ``x`` under ``mask`` (Table 2) with masks drawn from ``seed``,
+    the kept taps (C_out, C_in, k, k) and the first image's kept channels (C,), as bools."""
+    check_choice("mask", mask, tuple(MASKS))
+    kernel, channel, conditional = MASKS[mask]
+    if conditional and not dmc.conditional_mask:
+        raise ValueError(f"{mask} needs the conditional mask, which this module was built without")
+    m1, m2 = dmc.draw_masks(x, m, torch.Generator(device=x.device).manual_seed(seed))
+    parts = dmc.forward_parts(x, m1 if channel else None, m2 if kernel else None, conditional)
+    taps = m2 > 0 if kernel else torch.ones_like(m2, dtype=torch.bool)
+    channels = m1[0, :, 0, 0] > 0 if channel else torch.ones(x.shape[1], dtype=torch.bool)
+    return parts, taps, channels
+
+
+def mask_summary(dmc: DynamicMaskConv, x: torch.Tensor, mask: str = "mask8", m: float | None = None,
+                 seed: int = 0) -> dict:
+    """What :func:`plot_dynamic_masks` shows, as numbers: the first image's channels kept by M1,
+    the share of taps kept by M2 (%), and the range of M3 over the image where ``mask`` uses it."""
+    parts, taps, channels = _apply_masks(dmc, x, mask, m, seed)
+    summary = {"channels kept": int(channels.sum()), "channels": len(channels),
+               "taps kept %": 100 * taps.float().mean().item()}
+    if "m3" in parts:
+        summary |= {"M3 low": parts["m3"][0].min().item(), "M3 high": parts["m3"][0].max().item()}
+    return summary
+
+
 def plot_dynamic_masks(dmc: DynamicMaskConv, x: torch.Tensor, mask: str = "mask8", m: float | None = None,
                        seed: int = 0, title: str | None = None):
     """One figure of D_M_Conv at work on one input (1, C, H, W): the input, M1 (silenced channels in
@@ -65,17 +92,11 @@ def plot_dynamic_masks(dmc: DynamicMaskConv, x: torch.Tensor, mask: str = "mask8
     the page; the input and M3 each with its own colour bar, X_ke and X_out on one scale centred
     on zero (zero is white)."""
     from .. import viz
-    check_choice("mask", mask, tuple(MASKS))
-    kernel, channel, conditional = MASKS[mask]
-    if conditional and not dmc.conditional_mask:
-        raise ValueError(f"{mask} needs the conditional mask, which this module was built without")
-    with torch.no_grad():
-        m1, m2 = dmc.draw_masks(x, m, torch.Generator(device=x.device).manual_seed(seed))
-        parts = dmc.forward_parts(x, m1 if channel else None, m2 if kernel else None, conditional)
+    parts, taps, channels = _apply_masks(dmc, x, mask, m, seed)
+    conditional = "m3" in parts
     k = dmc.conv.kernel_size[0]
-    taps = (m2 > 0).float() if kernel else torch.ones_like(m2)
-    taps = taps.permute(0, 2, 1, 3).reshape(taps.shape[0] * k, taps.shape[1] * k)
-    kept = (m1[0, :, 0] > 0).float().T if channel else torch.ones(1, x.shape[1])
+    taps = taps.float().permute(0, 2, 1, 3).reshape(taps.shape[0] * k, taps.shape[1] * k)
+    kept = channels.float()[None]
     signed = [parts["x_ke"][0].mean(0).cpu(), parts["out"][0].mean(0).cpu()]
     low, high = viz.shared_limits(signed, center_zero=True)
     scales = {"gray": {"cmap": "gray"}, "magma": {"cmap": "magma"},
