@@ -202,8 +202,12 @@ def describe_curves(done: dict, chapter: str | None = None, dataset: str | None 
     if not rows:
         return "no run has finished yet"
     steepest = max(rows, key=lambda row: row["last-2 gain"])
-    text = (f"over their last two epochs the curves gain at most {steepest['last-2 gain']:.2f} points of test "
-            f"accuracy ({steepest['network']}'s steepest seed)")
+    gain = steepest["last-2 gain"]
+    if gain < 0.005:  # nothing a two-decimal number would show as a gain
+        text = f"no curve's test accuracy rises over its last two epochs (the most: {gain:+.2f} points)"
+    else:
+        text = (f"over their last two epochs the curves gain at most {gain:.2f} points of test accuracy "
+                f"({steepest['network']}'s steepest seed)")
     if len(rows) == 1:
         return text
 

@@ -44,10 +44,16 @@ def cost_row(label: str, model: nn.Module, input_size, paper_params_m=None, pape
     row = {"model": label, "params (M)": round(params, 2), "paper params (M)": paper_params_m,
            "Δ params %": None, "GMACs": round(gmacs, 2), "paper G\"FLOPs\" (MACs)": paper_gmacs, "Δ MACs %": None}
     if paper_params_m:
-        row["Δ params %"] = round(100 * (params - paper_params_m) / paper_params_m, 1)
+        row["Δ params %"] = percent_off(params, paper_params_m)
     if paper_gmacs:
-        row["Δ MACs %"] = round(100 * (gmacs - paper_gmacs) / paper_gmacs, 1)
+        row["Δ MACs %"] = percent_off(gmacs, paper_gmacs)
     return row
+
+
+def percent_off(ours: float, theirs: float) -> float:
+    """How far ``ours`` lies from the paper's ``theirs``, in percent of theirs, to two decimals
+    (the tables print two), from the unrounded counts; never -0.0."""
+    return round(100 * (ours - theirs) / theirs, 2) + 0.0
 
 
 def _timed(step, steps: int, device: torch.device) -> float:
@@ -169,6 +175,24 @@ def timing_noise(rows: list[dict]) -> float:
     the same), as a fraction. A time ratio between networks that differs from their MACs ratio
     by less than this is not resolved by the benchmark."""
     return max(abs(1 - row["engine / bare"]) for row in rows)
+
+
+def time_beyond_macs(rows: list[dict], model: str) -> str:
+    """Whether a :func:`benchmark` table resolves ``model`` costing more (or less) time than its
+    MACs, in words for a page: the gap between its time and MACs ratios against
+    :func:`timing_noise`."""
+    row = next((r for r in rows if r["model"] == model), None)
+    if row is None:
+        raise ValueError(f"{model!r} is not in the benchmark; it has {[r['model'] for r in rows]}")
+    excess, noise = row["train time ratio"] - row["MACs ratio"], timing_noise(rows)
+    side = "above" if excess > 0 else "below"
+    if abs(excess) <= noise:
+        reading = (f"inside the {noise:.2f} by which one network's two timings differ here, so this "
+                   "benchmark does not resolve a cost beyond its MACs")
+    else:
+        reading = (f"outside the {noise:.2f} by which one network's two timings differ here: it costs "
+                   f"{'more' if excess > 0 else 'less'} time than its MACs say")
+    return f"{model}'s time ratio lies {abs(excess):.2f} {side} its MACs ratio, {reading}"
 
 
 def machine_line(info: dict | None = None) -> str:

@@ -20,8 +20,11 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None, digits: i
     if not rows:
         return "(no rows)"
     columns = columns or list(dict.fromkeys(key for row in rows for key in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(row.get(c), digits) for c in columns) + " |" for row in rows]
+
+    def cells(texts):  # a "|" inside a cell (as in "gate |w|") would start a new column
+        return "| " + " | ".join(text.replace("|", "\\|") for text in texts) + " |"
+    lines = [cells(columns), "|" + "---|" * len(columns)]
+    lines += [cells(_fmt(row.get(c), digits) for c in columns) for row in rows]
     return "\n".join(lines)
 
 

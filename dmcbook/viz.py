@@ -232,6 +232,11 @@ def seed_summary(values) -> tuple[float, float, int]:
     return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0, int(values.size)
 
 
+def count_seeds(n: int) -> str:
+    """"1 seed", "3 seeds"."""
+    return f"{n} seed" + ("s" if n != 1 else "")
+
+
 def _group_seeds(histories: dict) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for label, history in histories.items():
@@ -245,9 +250,10 @@ def _group_seeds(histories: dict) -> dict[str, list[dict]]:
 # name with details) takes the next colour of FREE_COLORS that its figure has not used.
 MODEL_COLORS = {"resnet18": "C0", "resnet34": "C9", "resnet50": "C7", "dmcnet34": "C1", "gdfrnet": "C2",
                 "resneskt50": "C3", "resnest50": "C4", "drstn_v5": "C5", "drstn_v1": "C6", "drstn_v2": "C8",
-                "drstn_v3": "#393b79", "drstn_v4": "#8c6d31"}
-# (hues apart from the fixed ones, so that an ablation does not pass for its parent network)
-FREE_COLORS = ("#ad494a", "#6b6ecf", "#e7ba52", "#637939", "#7b4173", "#b5cf6b", "#d6616b", "#9c9ede")
+                "drstn_v3": "#000000", "drstn_v4": "#cb00f5"}
+# picked greedily, each as far as could be (in RGB) from tab10 and the colours before it, dark
+# enough to read on white, so that an ablation drawn beside its parent network cannot pass for it
+FREE_COLORS = ("#014d4e", "#ff028d", "#380282", "#770001", "#0804f9", "#3c4d03", "#a00498", "#661aee")
 
 
 def _model_key(label: str) -> str:
@@ -290,6 +296,7 @@ def plot_history(histories, title=None, *, seeds: bool = True, log_loss="auto", 
     if not histories:
         raise ValueError("plot_history needs at least one history")
     groups = _group_seeds(histories) if seeds else {label: [h] for label, h in histories.items()}
+    seeded = any(len(runs) > 1 for runs in groups.values())  # then every label says its seeds
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.4), layout="constrained")
     losses = [e[f"{split}_loss"] for h in histories.values() for e in h["epochs"] for split in ("train", "test")]
     losses = [v for v in losses if v > 0]
@@ -298,7 +305,7 @@ def plot_history(histories, title=None, *, seeds: bool = True, log_loss="auto", 
         length = min(len(run["epochs"]) for run in runs)
         x = [e["epoch"] for e in runs[0]["epochs"][:length]]
         marker = "o" if length <= 10 else None
-        name = f"{label} ({len(runs)} seeds)" if len(runs) > 1 else label
+        name = f"{label} ({count_seeds(len(runs))})" if seeded else label
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
             for split, style in (("train", "--"), ("test", "-")):
                 values = np.array([[e[f"{split}_{key}"] for e in run["epochs"][:length]] for run in runs])
@@ -352,8 +359,9 @@ def plot_results(results: dict, paper=None, *, ylabel: str = "test accuracy (%)"
         mean, std, n = seed_summary(results[label])
         values = np.asarray(results[label], dtype=np.float64)
         jitter = np.linspace(-0.12, 0.12, n) if n > 1 else np.zeros(1)
-        ax.scatter(i + jitter, values, s=20, color=color, alpha=0.8, zorder=3,
-                   label=None if legend_done else "one seed")
+        ax.scatter(i + jitter, values, s=20, color=color, alpha=0.8, zorder=3)
+        if not legend_done:  # a grey dot in the legend: the dots take each label's colour
+            ax.scatter([], [], s=20, color="0.5", label="one seed")
         ax.errorbar(i + 0.28, mean, yerr=std if n > 1 else None, fmt="D", color="k", ms=4, capsize=3,
                     label=None if legend_done else "mean ± std")
         legend_done = True

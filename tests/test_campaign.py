@@ -632,6 +632,9 @@ def test_the_curves_are_described_by_their_last_gain_and_the_spread_at_both_ends
     assert "lie 11.00 points apart (resnet18 ahead, drstn_v5 behind) after the first epoch" in text
     assert text.endswith("2.55 points apart (resnet18 ahead, drstn_v5 behind) after the last")
     assert campaign.describe_curves(done, "04_drstn", dataset="fashion-mnist") == "no run has finished yet"
+    flat = {"resnet18-seed0": run(0.80, 0.99, 0.99, 0.985)}
+    assert campaign.describe_curves(flat, "04_drstn").startswith(
+        "no curve's test accuracy rises over its last two epochs (the most: -0.50 points)")
 
 
 def test_a_chapter_s_status_names_the_command_that_trains_what_is_pending(tiny, capsys, monkeypatch):

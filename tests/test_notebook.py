@@ -92,6 +92,15 @@ def test_a_table_shows_a_column_that_only_a_later_row_has():
     assert table.splitlines()[3].startswith("| b | ") and table.splitlines()[3].endswith(" | failed |")
 
 
+def test_a_pipe_inside_a_cell_stays_in_its_cell():
+    from markdown_it import MarkdownIt
+
+    from dmcbook.report import markdown_table
+    table = markdown_table([{"network": "v4", "gate |w|": 0.5, "note": "a|b"}])
+    html = MarkdownIt("commonmark").enable("table").render(table)
+    assert html.count("<th>") == 3 and html.count("<td>") == 3 and "<th>gate |w|</th>" in html
+
+
 def test_glue_stores_numpy_and_torch_scalars_as_python_numbers(monkeypatch):
     import myst_nb
     import numpy as np

@@ -1,4 +1,5 @@
 import pytest
+import torch
 from torch import nn
 
 import dmcbook
@@ -47,3 +48,28 @@ def test_timing_noise_is_the_largest_gap_between_one_network_s_two_timings():
     from dmcbook.profile import timing_noise
     rows = [{"engine / bare": 0.95}, {"engine / bare": 1.08}, {"engine / bare": 0.99}]
     assert timing_noise(rows) == pytest.approx(0.08)
+
+
+def test_a_time_ratio_beyond_the_macs_ratio_counts_only_outside_the_timing_noise():
+    from dmcbook.profile import time_beyond_macs
+    rows = [{"model": "base", "engine / bare": 0.95, "train time ratio": 1.0, "MACs ratio": 1.0},
+            {"model": "close", "engine / bare": 0.97, "train time ratio": 0.96, "MACs ratio": 1.0},
+            {"model": "dear", "engine / bare": 1.02, "train time ratio": 1.40, "MACs ratio": 0.93}]
+    assert time_beyond_macs(rows, "close") == (
+        "close's time ratio lies 0.04 below its MACs ratio, inside the 0.05 by which one network's two "
+        "timings differ here, so this benchmark does not resolve a cost beyond its MACs")
+    assert time_beyond_macs(rows, "dear").endswith("lies 0.47 above its MACs ratio, outside the 0.05 by which "
+                                                   "one network's two timings differ here: it costs more time "
+                                                   "than its MACs say")
+    with pytest.raises(ValueError, match="'other' is not in the benchmark"):
+        time_beyond_macs(rows, "other")
+
+
+def test_a_costs_row_gives_the_difference_from_the_paper_from_unrounded_counts():
+    from dmcbook.profile import cost_row, percent_off
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.LazyLinear(10))
+    net(torch.zeros(1, 3, 8, 8))
+    params = sum(p.numel() for p in net.parameters()) / 1e6  # 0.003 834 M
+    row = cost_row("net", net, (3, 8, 8), paper_params_m=0.0038)
+    assert row["params (M)"] == 0.0 and row["Δ params %"] == pytest.approx(100 * (params / 0.0038 - 1), abs=0.005)
+    assert percent_off(20.801395, 20.59) == 1.03 and str(percent_off(1.0, 1.00001)) == "0.0"  # no "-0.0"

@@ -80,7 +80,7 @@ def test_plot_history_keeps_names_groups_seeds_and_logs_wide_losses():
             "fashion-mnist-resnet34-seed0": _history([2.0, 0.5])}
     fig = viz.plot_history(runs)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend == ["fashion-mnist-gdfrnet-r32 (2 seeds)", "fashion-mnist-resnet34"]
+    assert legend == ["fashion-mnist-gdfrnet-r32 (2 seeds)", "fashion-mnist-resnet34 (1 seed)"]
     ax_loss, ax_acc = fig.axes
     assert ax_loss.get_yscale() == "log" and ax_acc.get_yscale() == "linear"
     assert len(ax_acc.collections) == 2  # the seed band of train and test accuracy, one group only
@@ -99,8 +99,12 @@ def test_plot_results_dots_per_seed_mean_std_and_paper_line():
                            note="budget")
     ax = fig.axes[0]
     from matplotlib.collections import PathCollection
-    dots = [c for c in ax.collections if isinstance(c, PathCollection)]
+    dots = [c for c in ax.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
     assert [len(c.get_offsets()) for c in dots] == [2, 1]  # one dot per seed
+    # the legend's dot is grey: the dots themselves take each label's colour
+    from matplotlib.colors import to_hex
+    handles, names = ax.get_legend_handles_labels()
+    assert to_hex(handles[names.index("one seed")].get_facecolor()[0]) == "#808080"
     ticks = [t.get_text() for t in ax.get_xticklabels()]
     mean, std, n = viz.seed_summary([54.0, 62.0])
     assert (mean, n) == (58.0, 2) and std == pytest.approx(5.657, abs=1e-3)
@@ -113,7 +117,7 @@ def test_plot_results_dots_per_seed_mean_std_and_paper_line():
     fig = viz.plot_results({"mask1": [], "GDFRNet": [54.0, 62.0]})
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()][0] == "mask1\npending"
-    dots = [c for c in ax.collections if isinstance(c, PathCollection)]
+    dots = [c for c in ax.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
     assert [len(c.get_offsets()) for c in dots] == [2] and "one seed" in ax.get_legend_handles_labels()[1]
     with pytest.raises(ValueError, match="at least one label with values"):
         viz.plot_results({"mask1": []})
@@ -172,7 +176,7 @@ def test_a_network_keeps_its_colour_across_figures_and_labels_stay_distinct():
     assert to_hex(fig.axes[1].lines[-1].get_color()) == to_hex(viz.MODEL_COLORS["resnet18"])
     fig = viz.plot_results({"x": [1.0], "ResNet-18": [2.0]})
     from matplotlib.collections import PathCollection
-    dots = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]
+    dots = [c for c in fig.axes[0].collections if isinstance(c, PathCollection) and len(c.get_offsets())]
     assert to_hex(dots[1].get_facecolor()[0]) == to_hex(viz.MODEL_COLORS["resnet18"])
 
 
@@ -187,3 +191,13 @@ def test_row_groups_get_a_line_between_them_and_a_name_at_their_middle():
     assert list(named.get_yticks()) == [0.5, 3.0] and [t.get_text() for t in named.get_yticklabels()] == ["coat", "boot"]
     assert list(bare.get_yticks()) == [] and len(bare.lines) == 1
     plt.close(fig)
+
+
+def test_every_network_colour_and_free_colour_stands_apart_from_the_others():
+    import itertools
+
+    from matplotlib.colors import to_rgb
+    colours = list(viz.MODEL_COLORS.values()) + list(viz.FREE_COLORS)
+    # 0.25 in RGB: tab10's closest pair (brown and grey) is 0.26; the old free colours had 0.13
+    nearest = min(np.linalg.norm(np.subtract(to_rgb(a), to_rgb(b))) for a, b in itertools.combinations(colours, 2))
+    assert nearest >= 0.25
