@@ -376,6 +376,13 @@ def test_a_calibration_spec_keeps_its_own_recipe_and_seeds_and_stays_out_of_the_
     assert [r["model"] for r in campaign.head_to_head(done)] == ["drstn_v5"]
 
 
+def test_only_the_calibration_runs_stay_out_of_the_side_by_side_comparisons():
+    chapter04 = [spec.variant for spec in campaign.compared("04_drstn")]
+    assert "drstn_v4-no-gate-decay" in chapter04 and "drstn_v4" in chapter04
+    head_to_head = [spec.variant for spec in campaign.compared("05_head_to_head")]
+    assert "resnet18" in head_to_head and not any(v.endswith("-10ep") for v in head_to_head)
+
+
 def test_convergence_rows_give_the_worst_seed_of_each_measure():
     def run(*accs):
         return {"final_test_acc": accs[-1], "epochs": [{"test_acc": a} for a in accs]}

@@ -30,6 +30,10 @@ def test_benchmark_reports_ratios_to_the_baseline():
     assert [r["model"] for r in rows] == ["resnet34", "resnet18"]
     assert rows[0]["train time ratio"] == 1.0 and rows[0]["MACs ratio"] == 1.0
     assert rows[1]["MACs ratio"] < 1.0
+    assert rows[0]["round spread"] == 0.0  # one round: nothing to spread
+    two = benchmark(["resnet18"], baseline="resnet34", input_size=(1, 16, 16), batch_size=2, steps=1,
+                    rounds=2, width=4)
+    assert all(r["round spread"] >= 0.0 for r in two)
 
 
 def test_the_machine_line_says_whether_the_cpu_trains_in_bf16():
@@ -48,6 +52,8 @@ def test_timing_noise_is_the_largest_gap_between_one_network_s_two_timings():
     from dmcbook.profile import timing_noise
     rows = [{"engine / bare": 0.95}, {"engine / bare": 1.08}, {"engine / bare": 0.99}]
     assert timing_noise(rows) == pytest.approx(0.08)
+    # rounds that differ more than the two loops do: the load changed while the network was timed
+    assert timing_noise(rows + [{"engine / bare": 1.0, "round spread": 0.31}]) == pytest.approx(0.31)
 
 
 def test_a_time_ratio_beyond_the_macs_ratio_counts_only_outside_the_timing_noise():
