@@ -120,6 +120,11 @@ def session(root: Path | None = None, device=None) -> Session:
                    Path(tempfile.gettempdir()))
 
 
+def _trains_on(spec: Spec, dataset: str | None) -> bool:
+    """Whether ``spec`` trains on ``dataset`` (None: the campaign's)."""
+    return (spec.dataset or DATASET) == (dataset or DATASET)
+
+
 def compared(chapter: str | None = None) -> list[Spec]:
     """The specs of ``chapter`` that are set side by side: all but the calibration runs, which
     change the shared schedule (their ``recipe`` sets ``epochs``). A configuration that changes
@@ -198,7 +203,7 @@ def describe_curves(done: dict, chapter: str | None = None, dataset: str | None 
     epoch and after the last, with the one ahead and the one behind (``dataset`` None: the
     campaign's)."""
     import statistics
-    variants = [spec.variant for spec in compared(chapter) if (spec.dataset or DATASET) == (dataset or DATASET)]
+    variants = [spec.variant for spec in compared(chapter) if _trains_on(spec, dataset)]
     rows = convergence(done, variants)
     if not rows:
         return "no run has finished yet"
@@ -333,14 +338,10 @@ def pending_costs(pending: list[str], root: Path | None = None) -> list[dict]:
     return list(rows.values())
 
 
-def count_runs(n: int) -> str:
-    """``n`` runs in words: "1 run", "3 runs"."""
-    return f"{n} run{'' if n == 1 else 's'}"
-
-
 def status_line(done: dict, pending: list[str]) -> str:
     """How far a chapter's runs have come, in one line (what :func:`show_status` prints)."""
-    finished = f"{count_runs(len(done))} finished"
+    from .report import count
+    finished = f"{count(len(done), 'run')} finished"
     if not pending:
         return f"{finished}, none pending"
     return (f"{finished}, {len(pending)} pending; what the pending ones still need "
@@ -349,7 +350,8 @@ def status_line(done: dict, pending: list[str]) -> str:
 
 def show_status(chapter: str) -> tuple[dict, list[str]]:
     """For a chapter's page: the shared recipe, how many of the chapter's runs have finished, what
-    the pending ones still need and the command that trains them. Returns :func:`collect`'s finished runs and pending names."""
+    the pending ones still need and the command that trains them. Returns :func:`collect`'s
+    finished runs and pending names."""
     from . import report
     done, pending = collect(chapter)
     report.show_table([describe_recipe()])
@@ -684,17 +686,18 @@ def results_table(done: dict, chapter: str | None = None) -> list[dict]:
     return rows
 
 
-def final_accuracies(done: dict, chapter: str | None = None, dataset: str = DATASET, *,
+def final_accuracies(done: dict, chapter: str | None = None, dataset: str | None = None, *,
                      planned: bool = False) -> dict[str, list[float]]:
     """Each configuration of ``chapter`` trained under the shared recipe (:func:`compared`) with
     finished runs on ``dataset``, in plan order: the final test accuracy (%) of each seed, for
     :func:`dmcbook.viz.plot_results`. With ``planned``, a configuration without a finished run
-    is kept with no values (the plot shows it as pending)."""
+    is kept with no values (the plot shows it as pending). ``dataset`` None: the campaign's."""
+    dataset = dataset or DATASET
     finals = {}
     for spec in compared(chapter):
         runs = {n: h for n, h in done.items() if n.rpartition("-seed")[0] == spec.variant
                 and h["config"]["dataset"] == dataset}
-        if runs or (planned and (spec.dataset or DATASET) == dataset):
+        if runs or (planned and _trains_on(spec, dataset)):
             finals[spec.variant] = list(_finals(runs, spec.variant).values())
     return finals
 

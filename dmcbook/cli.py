@@ -11,6 +11,7 @@ import time
 from . import distributed
 from .data import DatasetUnavailable, get_data, list_datasets
 from .models.registry import create_model, list_models
+from .report import count
 from .runs import check_writable
 from .train import (PRECISIONS, CheckpointError, Trainer, TrainingDiverged, evaluate, get_recipe, list_recipes,
                     load_checkpoint, pick_device)
@@ -217,7 +218,7 @@ def cmd_campaign(args) -> None:
     done, pending = campaign.collect(args.chapter, seeds=args.seeds)
     minutes = campaign.training_minutes(done.values())
     spent = " and ".join(f"{m:.0f} {'CPU' if device == 'cpu' else 'GPU'}-minutes" for device, m in sorted(minutes.items()))
-    print(f"{campaign.count_runs(len(done))} finished ({spent or '0 CPU-minutes'} of training), "
+    print(f"{count(len(done), 'run')} finished ({spent or '0 CPU-minutes'} of training), "
           f"{len(pending)} pending")
     started = campaign.progress(pending)
     for name in pending:

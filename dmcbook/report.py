@@ -48,6 +48,11 @@ def show_table(rows: list[dict], columns: list[str] | None = None, digits: int =
         display({"text/markdown": text, "text/plain": text}, raw=True)
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` of ``noun`` in words: "1 seed", "3 seeds"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def words(items, empty: str = "none") -> str:
     """Items as prose: "1", "1 and 2", "1, 2 and 4"; ``empty`` when there are none."""
     items = [str(item) for item in items]

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .report import count
+
 PHOTOGRAPHS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "grace_hopper")
 
 
@@ -232,11 +234,6 @@ def seed_summary(values) -> tuple[float, float, int]:
     return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else 0.0, int(values.size)
 
 
-def count_seeds(n: int) -> str:
-    """"1 seed", "3 seeds"."""
-    return f"{n} seed" + ("s" if n != 1 else "")
-
-
 def _group_seeds(histories: dict) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for label, history in histories.items():
@@ -305,7 +302,7 @@ def plot_history(histories, title=None, *, seeds: bool = True, log_loss="auto", 
         length = min(len(run["epochs"]) for run in runs)
         x = [e["epoch"] for e in runs[0]["epochs"][:length]]
         marker = "o" if length <= 10 else None
-        name = f"{label} ({count_seeds(len(runs))})" if seeded else label
+        name = f"{label} ({count(len(runs), 'seed')})" if seeded else label
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
             for split, style in (("train", "--"), ("test", "-")):
                 values = np.array([[e[f"{split}_{key}"] for e in run["epochs"][:length]] for run in runs])

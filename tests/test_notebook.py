@@ -121,3 +121,5 @@ def test_words_lists_items_as_prose():
     from dmcbook.report import words
     assert [words([]), words([1]), words([1, 2]), words([1, 2, 4])] == ["none", "1", "1 and 2", "1, 2 and 4"]
     assert words([], empty="no stage") == "no stage"
+    from dmcbook.report import count
+    assert [count(0, "run"), count(1, "seed"), count(3, "seed")] == ["0 runs", "1 seed", "3 seeds"]

@@ -31,9 +31,21 @@ def test_benchmark_reports_ratios_to_the_baseline():
     assert rows[0]["train time ratio"] == 1.0 and rows[0]["MACs ratio"] == 1.0
     assert rows[1]["MACs ratio"] < 1.0
     assert rows[0]["round spread"] == 0.0  # one round: nothing to spread
-    two = benchmark(["resnet18"], baseline="resnet34", input_size=(1, 16, 16), batch_size=2, steps=1,
-                    rounds=2, width=4)
-    assert all(r["round spread"] >= 0.0 for r in two)
+
+
+
+def test_the_round_spread_is_each_network_s_fastest_round_over_its_slowest(monkeypatch):
+    from dmcbook import profile
+    speeds = iter([100.0, 80.0, 50.0, 40.0])  # training rounds: resnet34, resnet18, resnet34, resnet18
+    monkeypatch.setattr(profile, "_bare_images_per_second",
+                        lambda model, x, y, train, steps, dtype: next(speeds) if train else 1.0)
+    monkeypatch.setattr(profile, "_engine_images_per_second", lambda *args: 1.0)
+    import dmcbook.train
+    monkeypatch.setattr(dmcbook.train, "select_precision", lambda device, precision: None)  # fp32 only
+    rows = benchmark(["resnet18"], baseline="resnet34", input_size=(1, 16, 16), batch_size=2, steps=1,
+                     rounds=2, width=4)
+    assert [r["round spread"] for r in rows] == [1.0, 1.0]  # 100 over 50, 80 over 40
+    assert rows[1]["train time ratio"] == pytest.approx(100 / 80, abs=1e-3)  # the best rounds
 
 
 def test_the_machine_line_says_whether_the_cpu_trains_in_bf16():
