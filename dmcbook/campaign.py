@@ -358,8 +358,8 @@ def show_status(chapter: str) -> tuple[dict, list[str]]:
     print(status_line(done, pending))
     if pending:
         report.show_table(pending_costs(pending))
-        print(f"to train them: python -m dmcbook campaign run --chapter {chapter} (on a GPU, or a CPU with "
-              "native bf16; one process per core, --minutes N to stop at the last epoch that fits)")
+        print(f"to train them: python -m dmcbook campaign run --chapter {chapter} (on a GPU with "
+              "bf16 or a CPU with native bf16; one process per core, --minutes N to stop at the last epoch that fits)")
     return done, pending
 
 
@@ -420,16 +420,25 @@ def _restart_without_checkpoint(folder: Path) -> bool:
     return True
 
 
-def check_precision(device) -> None:
-    """Refuse a machine whose engine would train in another precision than :data:`PRECISION`."""
+def precision_refusal(device) -> str | None:
+    """Why :func:`run` refuses ``device``: its engine would train in another precision than
+    :data:`PRECISION` (a CPU without native bf16, a GPU without bf16 such as Colab's T4);
+    None where it trains in the campaign's precision."""
     import torch
     from .train import precision_name, select_precision
     precision = precision_name(select_precision(device, "auto"))
-    if precision != PRECISION:
-        machine = "CPU" if torch.device(device).type == "cpu" else torch.cuda.get_device_name(device)
-        raise ValueError(f"the campaign's runs train in {PRECISION}, and this {machine} would "
-                         f"train them in {precision}: its seeds would not pair with the runs made so far. Run it "
-                         "on a GPU or on a CPU with native bf16 (flags amx_bf16 or avx512_bf16)")
+    if precision == PRECISION:
+        return None
+    machine = "CPU" if torch.device(device).type == "cpu" else torch.cuda.get_device_name(device)
+    return (f"the campaign's runs train in {PRECISION}, and this {machine} would train them in "
+            f"{precision}: its seeds would not pair with the runs made so far. Run it on a GPU "
+            "with bf16 (Ampere or later) or on a CPU with native bf16 (flags amx_bf16 or avx512_bf16)")
+
+
+def check_precision(device) -> None:
+    """Raise :func:`precision_refusal`'s reason, if any, before any work starts."""
+    if refusal := precision_refusal(device):
+        raise ValueError(refusal)
 
 
 # Runs of one configuration stray by up to ~10 % in length (the performance page's round spread),

@@ -229,11 +229,9 @@ def cmd_campaign(args) -> None:
     if known:
         print(f"about {sum(known):.0f} CPU-hours still to train at one thread per run"
               + (f"; not yet measured: {', '.join(unknown)}" if unknown else ""))
-    try:
-        campaign.check_precision(pick_device(args.device))
-        print(f"this machine trains in {campaign.PRECISION}: campaign run can train here")
-    except ValueError as refusal:
-        print(f"campaign run would refuse this machine: {refusal}")
+    refusal = campaign.precision_refusal(pick_device(args.device))
+    print(f"campaign run would refuse this machine: {refusal}" if refusal
+          else f"this machine trains in {campaign.PRECISION}: campaign run can train here")
 
 
 def build_parser() -> argparse.ArgumentParser:

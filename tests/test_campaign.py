@@ -513,6 +513,23 @@ def test_a_machine_that_would_train_in_another_precision_is_refused_before_any_w
             campaign.run(root=tmp_path, device="cpu", say=lambda *_: None)
 
 
+def test_a_gpu_without_bf16_is_refused_by_name_and_the_cli_says_why(tmp_path, monkeypatch, capsys):
+    import torch
+    from dmcbook import cli, train
+    monkeypatch.setattr(train, "select_precision", lambda device, wanted: torch.float16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(cli, "pick_device", lambda device=None: torch.device("cuda"))
+    refusal = campaign.precision_refusal("cuda")
+    assert refusal.startswith("the campaign's runs train in bf16-autocast, and this Tesla T4 would train "
+                              "them in fp16-autocast") and "GPU with bf16" in refusal
+    with pytest.raises(ValueError, match="this Tesla T4 would train them in fp16"):
+        campaign.run(root=tmp_path, device="cuda", say=lambda *_: None)
+    monkeypatch.setattr(campaign, "find_project_root", lambda: tmp_path)
+    monkeypatch.setattr(campaign, "collect", lambda *a, **k: ({}, []))
+    cli.main(["campaign", "status"])
+    assert capsys.readouterr().out.splitlines()[-1] == f"campaign run would refuse this machine: {refusal}"
+
+
 def test_git_ignores_every_checkpoint_and_tracks_none():
     import shutil
     import subprocess
