@@ -101,14 +101,14 @@ class Recipe:
 RECIPES = {r.name: r for r in [
     Recipe("dmcnet", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
            schedule="cosine", warmup_epochs=5, min_lr=1e-6, augment="paper",
-           note="DMCNet Sec. 3: SGD 0.1, 5 warm-up epochs, cosine to 1e-6, AutoAugment + RandomErasing"),
+           note="DMCNet Sec. 2.1.2 and 2.4.3: SGD 0.1, 5 warm-up epochs, cosine to 1e-6, AutoAugment + RandomErasing"),
     Recipe("gdfrnet", epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
            schedule="multistep", milestones=(60, 120, 160), gamma=0.2, label_smoothing=0.1,
            note="GDFRNet Table 2: SGD 0.1, decay 0.2, label smoothing 0.1, batch 128 (64 for large images); "
                 "the decay epochs are not stated: we use 60/120/160"),
     Recipe("resneskt", epochs=100, batch_size=8, lr=1e-3, momentum=0.9, weight_decay=0.0,
            schedule="multistep", milestones=(50,), gamma=0.1, image_size=224,
-           note="ResNeSkt Sec. 3.2: SGD, 1e-3 for epochs 1-50, 1e-4 to 100, batch 8, 224x224; "
+           note="ResNeSkt Sec. 2.1: SGD, 1e-3 for epochs 1-50, 1e-4 to 100, batch 8, 224x224; "
                 "momentum 0.9 is our assumption (the paper states none)"),
     Recipe("drstn", epochs=30, batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4,
            schedule="cosine",
