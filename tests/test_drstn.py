@@ -115,6 +115,32 @@ def test_strb_shrinks_the_residual_branch_before_the_add():
     assert torch.allclose(block(x), expected, atol=1e-6)
 
 
+def test_downsampling_strb_in_training_mode_is_its_formula():
+    # The down-sampling path (stride 2, 1x1 projection shortcut), in training mode, written out with
+    # functional ops on the block's weights: every BN, the threshold's BN1d included, must use the
+    # batch's statistics, and the shortcut must be the projection, for the two to agree.
+    torch.manual_seed(0)
+    projection = nn.Sequential(nn.Conv2d(4, 8, 1, stride=2, bias=False), nn.BatchNorm2d(8))
+    block = randomize_bn(STRB(4, 8, stride=2, downsample=projection)).train()
+    x = torch.randn(3, 4, 9, 9)
+
+    def batch_norm(h, bn):
+        return F.batch_norm(h, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+
+    with torch.no_grad():
+        branch = F.relu(batch_norm(F.conv2d(x, block.conv1.weight, stride=2, padding=1), block.bn1))
+        branch = batch_norm(F.conv2d(branch, block.conv2.weight, padding=1), block.bn2)
+        st = block.soft_threshold
+        a = branch.abs().mean(dim=(2, 3))
+        hidden = F.relu(batch_norm(F.linear(a, st.fc1.weight), st.bn))
+        tau = (a * torch.sigmoid(F.linear(hidden, st.fc2.weight, st.fc2.bias)))[:, :, None, None]
+        shortcut = batch_norm(F.conv2d(x, projection[0].weight, stride=2), projection[1])
+        expected = F.relu(piecewise(branch, tau) + shortcut)
+        out = block(x)
+    assert out.shape == (3, 8, 5, 5)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", VERSIONS)
 @pytest.mark.parametrize("size,in_chans", [(28, 1), (32, 3), (28, 3), (32, 1)])
 def test_shapes(name, size, in_chans):

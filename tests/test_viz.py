@@ -1,9 +1,12 @@
 import pytest
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import dmcbook
 from dmcbook import viz
+
+from bn_helpers import randomize_bn  # tests/bn_helpers.py
 
 
 def test_sample_images_are_real_square_photographs():
@@ -26,6 +29,32 @@ def test_grad_cam_one_map_per_image_and_leaves_the_model_as_it_was():
     # different targets give different maps for the same image
     maps_b, _ = viz.grad_cam(model, x[:1].repeat(2, 1, 1, 1), model.layers[-1], targets=[0, 5])
     assert not torch.allclose(torch.as_tensor(maps_b[0]), torch.as_tensor(maps_b[1]))
+
+
+def test_grad_cam_is_eq11_and_eq12():
+    # Eq. (11): each channel's weight is the mean gradient of the class score over its map A^k;
+    # Eq. (12): ReLU of the weighted sum of the maps. Written out with a forward hook and autograd,
+    # resized bilinearly to the image and min-max scaled (the library scales before resizing and
+    # again after; a bilinear resize commutes with that affine map, so once after is the same).
+    torch.manual_seed(0)
+    model = randomize_bn(dmcbook.create_model("resnet18", 10, 3, width=8))
+    x, targets = torch.randn(3, 3, 32, 32), [1, 4, 7]
+    maps, _ = viz.grad_cam(model, x, model.layers[-1], targets=targets)
+    captured = []
+    hook = model.layers[-1].register_forward_hook(lambda module, inputs, out: captured.append(out))
+    try:
+        scores = model(x)[range(3), targets]
+    finally:
+        hook.remove()
+    activations = captured[0]
+    grads, = torch.autograd.grad(scores.sum(), activations)  # images do not mix in eval mode
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # Eq. (11)
+    raw = (weights * activations).sum(1, keepdim=True).detach()
+    assert (raw < 0).any(), "no negative location: the ReLU of Eq. (12) would go unchecked"
+    cam = F.interpolate(F.relu(raw), size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    low = cam.amin(dim=(1, 2), keepdim=True)
+    cam = (cam - low) / (cam.amax(dim=(1, 2), keepdim=True) - low)
+    assert np.abs(maps - cam.numpy()).max() < 1e-4
 
 
 def test_grad_cam_rejects_a_wrong_number_of_targets():

@@ -2,8 +2,11 @@
 
 A ResNet-18 whose residual blocks end in a learned soft threshold (Eq. 15): the threshold of
 each channel is the channel's mean absolute value times a learned factor in (0, 1), as in the
-channel-wise deep residual shrinkage network (DRSN-CW, Zhao et al. 2019) that the paper builds
-on. Table 2 varies the first convolution's kernel and the number of blocks per stage (V1-V5).
+channel-wise deep residual shrinkage network (DRSN-CW, Zhao et al. 2019), which Sec. 3.3's
+description fits (the paper does not cite it). One threshold per channel, rather than DRSN-CS's
+one per sample, and its place at the end of the residual branch are our reading: Fig. 2, which
+would show them, is missing from the text. Table 2 varies the first convolution's kernel and the
+number of blocks per stage (V1-V5).
 """
 from __future__ import annotations
 
@@ -31,7 +34,9 @@ def soft_threshold(x: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
 
 
 class SoftThreshold(nn.Module):
-    """The channel-wise learned soft threshold of Fig. 2 (the blue box), DRSN-CW's shrinkage.
+    """The learned soft threshold of Fig. 2's blue box as Sec. 3.3 describes it, built channel-wise
+    (DRSN-CW's shrinkage). The paper leaves per channel or shared open: global average pooling of
+    ``|x|`` gives "an output feature map, denoted A", and the figure is missing.
 
     For an input ``x`` of shape ``(N, C, H, W)``:
     ``A = GAP(|x|)`` (one value per sample and channel, from that channel alone),
@@ -78,12 +83,20 @@ class SoftThreshold(nn.Module):
 
 
 class STRB(BasicBlock):
-    """The soft thresholding residual block (STRB, Table 2): ResNet's BasicBlock with a
-    :class:`SoftThreshold` on the residual branch, after the second BN and before the add.
+    """The soft thresholding residual block (STRB, Table 2): torchvision's post-activation
+    BasicBlock with a :class:`SoftThreshold` on the residual branch, after the second BN and
+    before the add, and the block's ReLU after the add.
 
-    That is where the reference DRSN code shrinks: the identity path is left untouched, so the
-    block can still pass its input through unchanged. Subclassing torchvision's block keeps the
-    names ``conv1``/``bn1``/``conv2``/``bn2``/``downsample``, so ResNet-18 weights load by name.
+    The reference DRSN code (zhao62/Deep-Residual-Shrinkage-Networks, ``DRSN.py``) also shrinks
+    at the end of the residual branch, before the add, but in a pre-activation unit: BN, ReLU,
+    conv, BN, ReLU, conv, threshold, add, and no ReLU after the add. There the threshold follows a
+    convolution, not a BN, and the negative values it keeps leave the block; here the ReLU after
+    the add sets every negative sum to zero, so a negative feature the threshold keeps (Sec. 3.2:
+    soft thresholding "can keep useful negative features") can lower the shortcut's values but
+    never leaves the block negative. Either way the identity path is left untouched, so the block
+    can still pass its input through. We keep the post-activation block because subclassing
+    torchvision's keeps the names ``conv1``/``bn1``/``conv2``/``bn2``/``downsample``, so ResNet-18
+    weights load by name (model transfer); the book's runs were trained with it.
     """
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
