@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from dmcbook import create_model
 from dmcbook.inside.dmcnet import branch_receptive_fields, capture_inputs, mask_variants, param_breakdown
+from dmcbook.models.common import make_shortcut
 from dmcbook.models.dmcnet import (ABLATIONS, AE, AE_PLACEMENTS, MASKS, MMCF, DynamicMaskConv, FGlo,
                                    split_sizes)
 
@@ -32,6 +33,16 @@ def dilated_conv_direct(x, weight, dilation):
     return out
 
 
+def d_m_conv_direct(x_ch, dmc, dilation, m2=1.0):
+    """Eqs. 6-10 written out for a given X_ch (Eq. 2) and kernel mask: (X_out, M3)."""
+    x_ke = dilated_conv_direct(x_ch, dmc.conv.weight * m2, dilation)     # Eq. 6
+    c3, c1 = dmc.cond[0], dmc.cond[1]
+    ctx = dilated_conv_direct(x_ch, c3.weight, 1) + c3.bias.view(1, -1, 1, 1)
+    m3 = 1 / (1 + torch.exp(-(torch.einsum("oc,nchw->nohw", c1.weight[:, :, 0, 0], ctx)
+                               + c1.bias.view(1, -1, 1, 1))))            # Eqs. 7-8
+    return x_ch * m3 + x_ke, m3                                          # Eqs. 9-10
+
+
 # ---- DynamicMaskConv (Eqs. 1-10) ----
 
 def test_dynamic_mask_conv_matches_direct_formula_with_given_masks():
@@ -41,13 +52,7 @@ def test_dynamic_mask_conv_matches_direct_formula_with_given_masks():
     m1 = (torch.rand(2, 6, 1, 1) >= 0.3).float() / 0.7
     m2 = (torch.rand_like(dmc.conv.weight) >= 0.3).float() / 0.7
     parts = dmc.forward_parts(x, m1, m2)
-    x_ch = x * m1                                                         # Eq. 2
-    x_ke = dilated_conv_direct(x_ch, dmc.conv.weight * m2, 2)             # Eq. 6
-    c3, c1 = dmc.cond[0], dmc.cond[1]
-    ctx = dilated_conv_direct(x_ch, c3.weight, 1) + c3.bias.view(1, -1, 1, 1)
-    m3 = 1 / (1 + torch.exp(-(torch.einsum("oc,nchw->nohw", c1.weight[:, :, 0, 0], ctx)
-                               + c1.bias.view(1, -1, 1, 1))))            # Eqs. 7-8
-    expected = x_ch * m3 + x_ke                                          # Eqs. 9-10
+    expected, m3 = d_m_conv_direct(x * m1, dmc, 2, m2)                  # Eq. 2: X_ch = X M1
     assert m3.shape == (2, 1, 9, 9)
     torch.testing.assert_close(parts["m3"], m3, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(parts["out"], expected, atol=1e-5, rtol=1e-5)
@@ -160,22 +165,36 @@ def bn_eval(t, bn):
             * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1))
 
 
-def test_mmcf_output_is_eq19():
+@pytest.mark.parametrize("inplanes,stride", [(12, 1), (6, 2)])
+def test_mmcf_matches_direct_formula(inplanes, stride):
+    # Every step of Eqs. 11-19 written out (eval mode: the random masks are off, M3 acts), against
+    # the block's forward. The dilations 2 and 3 are the paper's, not read off the block; F_in of
+    # the strided block is its Fig. 2(b) shortcut, which this test does not check.
     torch.manual_seed(0)
-    block = randomize_bn(MMCF(12, 12))
-    x = torch.randn(2, 12, 8, 8)
-    parts = block.forward_parts(x)
+    shortcut = make_shortcut(inplanes, 12, stride, "avgpool")
+    block = randomize_bn(MMCF(inplanes, 12, stride, shortcut))
+    x = torch.randn(2, inplanes, 8, 8)
     with torch.no_grad():
-        f0 = F.relu(bn_eval(dilated_conv_direct(x, block.f0[0].weight, 1), block.f0[1]))          # Eq. 11
+        conv = dilated_conv_direct(x, block.f0[0].weight, 1)[:, :, ::stride, ::stride]  # strided 3x3
+        f0 = bn_eval(conv, block.f0[1]).clamp(min=0)                                  # Eqs. 11-12
+        f1, f2, f3 = f0[:, :4], f0[:, 4:8], f0[:, 8:]                                  # Eq. 13
+        b1, b2, b3 = block.branch1, block.branch2, block.branch3
+        out1 = bn_eval(dilated_conv_direct(f1, b1[0].weight, 1), b1[1])               # Eq. 14
+        out2 = dilated_conv_direct(d_m_conv_direct(dilated_conv_direct(f2, b2[0].weight, 1), b2[1], 2)[0],
+                                   b2[2].weight, 1)                                      # Eq. 15
+        out3 = dilated_conv_direct(d_m_conv_direct(dilated_conv_direct(f3, b3[0].weight, 1), b3[1], 3)[0],
+                                   b3[2].weight, 1)                                      # Eq. 16
+        assert b2[2].weight.shape[-1] == 3 and b3[2].weight.shape[-1] == 5
+        f_cat = torch.cat([out1, out2, out3], 1)                                         # Eq. 17
+        a, b = block.fglo.fc[1], block.fglo.fc[2]
+        hidden = f_cat.mean((2, 3)) @ a.weight[:, :, 0, 0].T + a.bias
+        f_t = torch.sigmoid(hidden @ b.weight[:, :, 0, 0].T + b.bias)[:, :, None, None]  # Eq. 18
+        f_in = x if shortcut is None else shortcut(x)
+        parts = block.forward_parts(x)
         torch.testing.assert_close(parts["f0"], f0, atol=1e-5, rtol=1e-5)
-        branch1 = bn_eval(dilated_conv_direct(f0[:, :4], block.branch1[0].weight, 1), block.branch1[1])
-        torch.testing.assert_close(parts["branches"][0], branch1, atol=1e-5, rtol=1e-5)          # Eq. 14
-    assert [b.shape[1] for b in parts["branches"]] == [4, 4, 4]
-    torch.testing.assert_close(parts["f_cat"], torch.cat(parts["branches"], 1))          # Eq. 17
-    torch.testing.assert_close(parts["f_t"], block.fglo(parts["f_cat"]))                   # Eq. 18
-    torch.testing.assert_close(block(x), 0.5 * parts["f_cat"] * parts["f_t"] + x)          # Eq. 19
-    f1 = parts["f0"][:, :4]
-    torch.testing.assert_close(parts["branches"][0], block.branch1(f1))                    # Eq. 14
+        for ours, direct in zip(parts["branches"], (out1, out2, out3)):
+            torch.testing.assert_close(ours, direct, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(block(x), 0.5 * f_cat * f_t + f_in, atol=1e-5, rtol=1e-5)  # Eq. 19
 
 
 def test_mmcf_dilations_are_2_and_3():

@@ -1,5 +1,7 @@
 """The DMCNet chapter's helpers in dmcbook.inside.dmcnet: the alternative readings' counts and
 the mask figure's size."""
+import copy
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -13,7 +15,7 @@ import pytest  # noqa: E402
 from dmcbook.inside.dmcnet import (ae_offset, ae_weights, alternative_counts,  # noqa: E402
                                    conditional_mask_statistics, m3_weight_size, mask_summary, plot_dynamic_masks,
                                    stage_conditional_masks)
-from dmcbook.models.dmcnet import AE, ABLATIONS, DynamicMaskConv  # noqa: E402
+from dmcbook.models.dmcnet import AE, ABLATIONS, MMCF, DynamicMaskConv, FGlo  # noqa: E402
 from dmcbook.profile import count_params  # noqa: E402
 
 
@@ -38,6 +40,26 @@ def test_alternative_counts_match_a_model_built_that_way():
     counts = alternative_counts(net)
     assert counts["AE: MLP hidden width 4c"] - counts["ours"] == wider
     assert counts["AE: full 3x3 for S_v"] - counts["ours"] == full
+
+
+def test_the_narrow_m3_fglo_and_5x5_readings_match_a_model_rebuilt_that_way():
+    """The readings that swap M3's convs, FGlo or D_M_Conv's kernel, against the network with those
+    modules replaced: M3 by one 3x3 to a single channel (then a 1x1 on it), FGlo reducing by 32, a
+    5x5 dilated kernel."""
+    net = create_model("dmcnet34", num_classes=100, width=16)
+    counts = alternative_counts(net)
+    narrow, wide = copy.deepcopy(net), copy.deepcopy(net)
+    for module in narrow.modules():
+        if isinstance(module, MMCF):
+            module.fglo = FGlo(module.fglo.fc[1].in_channels, reduction=32)
+        elif isinstance(module, DynamicMaskConv):
+            c = module.conv.in_channels
+            module.cond = nn.Sequential(nn.Conv2d(c, 1, 3, padding=1), nn.Conv2d(1, 1, 1), nn.Sigmoid())
+    for module in wide.modules():
+        if isinstance(module, DynamicMaskConv):
+            module.conv = nn.Conv2d(module.conv.in_channels, module.conv.out_channels, 5, bias=False)
+    assert counts["M3: one 3x3 to 1 channel, FGlo /32"] == count_params(narrow) < counts["ours"]
+    assert counts["D_M_Conv: 5x5 kernel"] == count_params(wide) > counts["ours"]
 
 
 def test_the_mask_figure_fits_the_page():

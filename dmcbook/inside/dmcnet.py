@@ -217,24 +217,35 @@ def branch_receptive_fields(block: MMCF, size: int = 25) -> list[torch.Tensor]:
 
 def alternative_counts(model: nn.Module) -> dict[str, int]:
     """Parameter counts of ``model`` under the readings the chapter did not choose (open
-    questions 6-8), each built from the modules it would replace so that it follows the code:
-    AE with a full 3x3 for S_v or MixDehazeNet's MLP width 4c; the 1x1 convs of MMCF's branches
-    2 and 3 halving their channels; M3 computed by a full-width 3x3. ``ours`` is the model."""
+    questions 6-8 and D_M_Conv's kernel size), each built from the modules it would replace so
+    that it follows the code: AE with a full 3x3 for S_v or MixDehazeNet's MLP width 4c; the 1x1
+    convs of MMCF's branches 2 and 3 halving their channels; M3 computed by a full-width 3x3, or
+    by one 3x3 to a single channel with FGlo reducing by 32 (narrower than ours); D_M_Conv with a
+    5x5 kernel. ``ours`` is the model."""
     def count(*modules):
         return sum(p.numel() for module in modules for p in module.parameters())
 
     ours = count(model)
+    narrow = "M3: one 3x3 to 1 channel, FGlo /32"
     delta = dict.fromkeys(("AE: full 3x3 for S_v", "AE: MLP hidden width 4c",
-                           "branches 2-3 halve their channels", "M3: full-width 3x3"), 0)
+                           "branches 2-3 halve their channels", "M3: full-width 3x3", narrow,
+                           "D_M_Conv: 5x5 kernel"), 0)
     for module in model.modules():
         if isinstance(module, AE):
             c = module.value[1].out_channels
             delta["AE: full 3x3 for S_v"] += count(nn.Conv2d(c, c, 3)) - count(module.value[1])
             delta["AE: MLP hidden width 4c"] += count(AE(c, mlp_ratio=4.0)) - count(module)
-        elif isinstance(module, DynamicMaskConv) and module.conditional_mask:
-            full = DynamicMaskConv(module.conv.in_channels, module.conv.out_channels, cond_reduction=1)
-            delta["M3: full-width 3x3"] += count(full.cond) - count(module.cond)
+        elif isinstance(module, DynamicMaskConv):
+            c_in, c_out = module.conv.in_channels, module.conv.out_channels
+            delta["D_M_Conv: 5x5 kernel"] += count(nn.Conv2d(c_in, c_out, 5, bias=False)) - count(module.conv)
+            if module.conditional_mask:
+                full = DynamicMaskConv(c_in, c_out, cond_reduction=1)
+                delta["M3: full-width 3x3"] += count(full.cond) - count(module.cond)
+                single = DynamicMaskConv(c_in, c_out, cond_reduction=c_in)  # Conv3x3 b -> 1, Conv1x1 1 -> 1
+                delta[narrow] += count(single.cond) - count(module.cond)
         elif isinstance(module, MMCF):
+            reduced = FGlo(module.fglo.fc[1].in_channels, reduction=32)
+            delta[narrow] += count(reduced) - count(module.fglo)
             for branch in (module.branch2, module.branch3):
                 c, dmc, last = branch[0].in_channels, branch[1], branch[2]
                 half = max(c // 2, 1)

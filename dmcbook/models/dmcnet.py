@@ -11,6 +11,11 @@ the parameter counts of Table 7 were the referee):
 - M1 and M2 act in training only and rescale kept values by 1/(1-m), as inverted dropout does,
   so evaluation is deterministic and sees the expected activation.
 - M3 is one sigmoid map per pixel, from Conv3x3 (b -> b/16) and Conv1x1 (-> 1).
+- Without the conditional mask the X_co term of Eq. 10 is left out (X_out = X_ke), rather than
+  M3 taken as 1 (X_out = X_ch + X_ke, an identity path beside the dilated conv).
+- D_M_Conv's kernel is 3x3 (the text gives only its dilation) and M2 has the weight's full shape
+  (C_out, C_in, k, k), after "the shape of the kernel's weights"; Eq. 5's three indices would fit
+  one (C_in, k, k) mask shared by the output channels.
 - FGlo's weights F_T multiply F_cat (the equation for F_out leaves F_T unused).
 - The 1x1 convs of branches 2 and 3 keep c/3 channels; branch 1 takes the remainder when c is
   not divisible by 3.
@@ -217,8 +222,9 @@ class AE(nn.Module):
     S_att = S * W_a (25). S_mlp = Conv1x1(GELU(Conv1x1(Concat(S_spa, S_att)))) (26-27),
     S_out = S + S_mlp (28). The 3x3 of S_v is depth-wise and the MLP's hidden width is c: the
     parameter counts of Table 7 (AE adds 1.73 M) fit only these. The ECA kernel size follows ECA-Net's
-    rule k = odd(|log2(c) + 1| / 2). Written here rather than taken from timm's EcaModule because
-    that module returns only S_att, and the chapter plots W_a.
+    rule k = odd(|log2(c) + 1| / 2), but at least 3: for c < 8 ECA-Net's rule gives 1 (a
+    per-channel gate with no neighbours), where this module uses 3. Written here rather than
+    taken from timm's EcaModule because that module returns only S_att, and the chapter plots W_a.
     """
 
     def __init__(self, channels: int, mlp_ratio: float = 1.0):
@@ -274,7 +280,10 @@ class DMCBottleneck(nn.Module):
     """The bottleneck of DMCNet-50/101: 1x1 reduce, MMCF in place of the 3x3, 1x1 expand.
 
     MMCF keeps its own residual (Eq. 19); when the block down-samples, its F_in is average-pooled
-    (no parameters, the channel count is unchanged). The outer shortcut is Fig. 2's.
+    (no parameters, the channel count is unchanged). The outer shortcut is Fig. 2's, so AE, when
+    the stage has one, works at the expanded width 4c. The ReLU before ``expand`` is the one
+    ResNet's bottleneck has after its 3x3 (MMCF's Eq. 19 ends without one); no equation of the
+    paper gives it.
     """
 
     expansion = 4
