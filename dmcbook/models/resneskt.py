@@ -40,20 +40,22 @@ IMAGENET10_NAMES = {"n01514668": "cock", "n01530575": "brambling", "n01728572": 
                     "n02814533": "beach wagon", "n02963159": "cardigan", "n03991062": "pot", "n11939491": "daisy"}
 
 # The paper's Tables 1 and 2 (10 ImageNet classes, 224x224): registered name -> (label, parameters in
-# millions, GFLOPs as thop counts them, i.e. G multiply-accumulates, top-1 accuracy in %).
+# millions, GFLOPs as thop counts them, i.e. G multiply-accumulates (Sec. 2.3.2), top-1 accuracy in %).
+# The ResNeXt, SENet and SKNet sizes repeat SKNet's Table 2 (Li et al. 2019), where SENet is
+# SE-ResNeXt 32x4d; the registered seresnet50/101 are SE-ResNet (the chapter counts both).
 PAPER_TABLE = {
     "resneskt50": ("ResNeSkt-50", 27.6, 4.32, 81.39),
     "resneskt101": ("ResNeSkt-101", 48.3, 8.19, 81.74),
     "resneskt200": ("ResNeSkt-200", 70.1, 13.99, 82.05),
     "resnet50": ("ResNet-50", 25.5, 4.14, 75.06),
     "resnext50_32x4d": ("ResNeXt-50", 25.0, 4.24, 76.63),
-    "seresnet50": ("SENet-50", 27.7, 4.25, 77.76),
+    "seresnet50": ("SENet-50 as SE-ResNet-50", 27.7, 4.25, 77.76),
     "sknet50": ("SKNet-50", 27.5, 4.47, 78.14),
     "resnest50": ("ResNeSt-50", 27.5, 4.25, 80.06),
     "cbam_resnet50": ("ResNet-50+CBAM", 28.1, 4.36, 77.34),
     "resnet101": ("ResNet-101", 44.5, 7.87, 76.26),
     "resnext101_32x4d": ("ResNeXt-101", 44.3, 7.99, 77.82),
-    "seresnet101": ("SENet-101", 49.2, 8.00, 78.35),
+    "seresnet101": ("SENet-101 as SE-ResNet-101", 49.2, 8.00, 78.35),
     "sknet101": ("SKNet-101", 48.9, 8.46, 78.78),
     "resnest101": ("ResNeSt-101", 48.3, 8.07, 80.53),
     "cbam_resnet101": ("ResNet-101+CBAM", 49.3, 8.05, 77.86),
@@ -67,7 +69,8 @@ class GeM(nn.Module):
     ``eps`` first, so a fractional power never sees a negative value (Radenovic et al., whose
     GeM the paper cites). ``dim=(2, 3)`` pools over space (global pooling); ``dim=1`` pools over
     channels into a spatial map, as the spatial-kernel attention does. ``learnable`` makes p a
-    trained parameter, as in Radenovic et al.; the paper gives only its value, p = 3.
+    trained parameter, as in Radenovic et al.; the paper gives only its value, p = 3. p is not
+    constrained: a p that reached 0 would make the power 1/p infinite.
     """
 
     def __init__(self, p: float = 3.0, eps: float = 1e-6, dim: int | Sequence[int] = (2, 3),
@@ -194,13 +197,16 @@ class SpatialKernelAttention(nn.Module):
 
     For each of the K groups V^k of the split-attention output:
       1. average, max and GeM (Eq. 4) pooling along the group's channels give three H x W maps
-         (pooled along channels, as CBAM's spatial attention does);
+         (pooled along channels, as CBAM's spatial attention does; Eq. 4 as printed pools over
+         space, which would leave the convolutions no map);
       2. the three maps are the 3 input channels of a 3x3 and of a 5x5 conv (each conv + BN, as
-         CBAM's spatial conv), giving V_3x3^k and V_5x5^k;
+         CBAM's spatial conv, without the ReLU of SKNet's branches), giving V_3x3^k and V_5x5^k;
       3. U^k = V_3x3^k + V_5x5^k, T^k = GAP(U^k) (Eq. 5), Z = ReLU(BN(FC(T^k))), and a softmax over
-         the kernels gives a_3x3 + a_5x5 = 1 (SKNet's selection);
+         the kernels gives a_3x3 + a_5x5 = 1 (SKNet's selection; the second FC has a bias, 2 per
+         group, which the paper's formula, SKNet's and timm's ``fc_select`` lack);
       4. the spatial weight sigmoid(a_3x3 V_3x3^k + a_5x5 V_5x5^k) multiplies every channel of V^k
-         (the sigmoid as in CBAM: the paper applies "the spatial weight" without naming a gate);
+         (the text prints the sum with A_3x3, A_5x5 and says the weights go onto the maps; the
+         sigmoid as in CBAM: the paper applies "the spatial weight" without naming a gate);
       5. the groups are concatenated back.
     The K groups have their own convs and FCs, implemented as grouped convolutions.
     """
@@ -254,11 +260,13 @@ class ResNeSktBottleneck(nn.Module):
 
     The rest is timm's ``ResNestBottleneck``. By default (``avd=False``) a strided block strides its
     split-attention conv, as ResNeXt does: the paper's 4.25 G MACs for ResNeSt-50 and 4.32 G for
-    ResNeSkt-50 fit only this. ``avd=True`` is what ResNeSt's released models do (timm's
-    ``avd=True, avd_first=False``): the split-attention conv runs at stride 1 and a 3x3 average pool
-    with the block's stride follows it; the spatial-kernel attention comes after that pool, so it
-    sees the same resolution either way. With ``spatial=False`` the block's layer names and state
-    dict are timm's ``ResNestBottleneck``'s (with the same ``avd``), and it computes the same.
+    ResNeSkt-50 fit this (or ResNeSt's "fast" variant, ``avd_first``: the pool before the conv,
+    which the package does not build), not avd after the conv. ``avd=True`` is what ResNeSt's
+    released models do (timm's ``avd=True, avd_first=False``): the split-attention conv runs at
+    stride 1 and a 3x3 average pool with the block's stride follows it; the spatial-kernel
+    attention comes after that pool, so it sees the same resolution either way. With
+    ``spatial=False`` the block's layer names and state dict are timm's ``ResNestBottleneck``'s
+    (with the same ``avd``), and it computes the same.
     """
     expansion = 4
 
@@ -386,7 +394,9 @@ for _depth in (50, 101):
     _register_baseline(f"resnext{_depth}_32x4d", Bottleneck, _depth, _RESNEXT,
                        f"ResNeXt-{_depth} 32x4d (Xie et al.), torchvision's Bottleneck with 32 groups of width 4.")
     _register_baseline(f"seresnet{_depth}", TimmBottleneck, _depth, dict(attn_layer="se"),
-                       f"SE-ResNet-{_depth} (Hu et al.), timm's Bottleneck with its SE module (reduction 16).")
+                       f"SE-ResNet-{_depth} (Hu et al.), timm's Bottleneck with its SE module (reduction 16). "
+                       "The paper's SENet rows repeat SKNet's Table 2, whose SENet is SE-ResNeXt 32x4d "
+                       f"(timm's seresnext{_depth}_32x4d); the chapter counts both.")
     _register_baseline(f"sknet{_depth}", SelectiveKernelBottleneck, _depth, _SKNET,
                        f"SKNet-{_depth} (Li et al.), timm's SelectiveKernelBottleneck on ResNeXt 32x4d "
                        "(timm's skresnext50_32x4d at depth 50).")
