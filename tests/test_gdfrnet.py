@@ -201,16 +201,40 @@ def test_gradients_reach_every_trainable_parameter(options):
     assert not missing
 
 
-@pytest.mark.parametrize("position", ["C", "D"])
-def test_frrb_is_eq_14(position):
-    """With the conv path silenced (BN2 gives 0), Eq. 14 leaves ReLU(M(0) + x) for C and ReLU(M(x)) for D."""
-    block = randomize_bn(FRRB(8, 8, r=4, position=position))
-    torch.nn.init.zeros_(block.bn2.weight)
-    torch.nn.init.zeros_(block.bn2.bias)
+def _eq14(block, x, position):
+    """Eq. 14 with the FRM at ``position`` (C: the paper's; A, B, D: our reading of Fig. 11),
+    composed from the block's weights with functional convs and BNs written out."""
+    def bn(t, m):
+        return (t - m.running_mean[:, None, None]) / torch.sqrt(m.running_var[:, None, None] + m.eps) \
+            * m.weight[:, None, None] + m.bias[:, None, None]
+
+    frm = block.frm
+    t = frm(x) if position == "A" else x
+    t = F.relu(bn(F.conv2d(t, block.conv1.weight, stride=block.stride, padding=1), block.bn1))
+    t = frm(t) if position == "B" else t
+    f_x = bn(F.conv2d(t, block.conv2.weight, padding=1), block.bn2)  # F(x)
+    shortcut = frm(x) if position == "D" else x
+    if block.downsample is not None:
+        conv, norm = block.downsample
+        shortcut = bn(F.conv2d(shortcut, conv.weight, stride=conv.stride), norm)
+    return F.relu((frm(f_x) if position == "C" else f_x) + shortcut)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("position", list("ABCD"))
+def test_frrb_is_eq_14(position, stride):
+    """The whole block, F not silenced, against Eq. 14 in eval mode with random BN statistics."""
+    torch.manual_seed(0)
+    downsample = None if stride == 1 else torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1, 2, bias=False),
+                                                              torch.nn.BatchNorm2d(16))
+    block = randomize_bn(FRRB(8, 8 * stride, stride, downsample, r=4, position=position))
     x = torch.randn(2, 8, 6, 6)
     with torch.no_grad():
-        expected = F.relu(block.frm(x) if position == "D" else block.frm(torch.zeros_like(x)) + x)
-        torch.testing.assert_close(block(x), expected)
+        torch.testing.assert_close(block(x), _eq14(block, x, position))
+        if stride == 1:  # the check can fail: the other positions' formulas miss (at stride 2,
+            # A and D's FRM has another width than B and C's and would not even apply)
+            for other in set("ABCD") - {position}:
+                assert not torch.allclose(block(x), _eq14(block, x, other), atol=1e-3)
 
 
 @pytest.mark.parametrize("options", [dict(r=3), dict(width=16), dict(k=3), dict(k=0), dict(variant="net9"),
@@ -245,8 +269,9 @@ def test_paper_size_parameter_counts():
     assert abs(resnet34 - PAPER_RESNET34_PARAMS) / PAPER_RESNET34_PARAMS < 0.005
     # The text's depthwise down-sampling conv: 43.7 M, 22.6 % under Table 8 (see the notebook).
     assert 43.6e6 < n_params(meta_model()) < 43.8e6
-    # Reading it as a dense 3x3 conv is the one change that lands within 10 % of 56.45 M.
-    assert abs(n_params(meta_model(down="dense")) - PAPER_PARAMS) / PAPER_PARAMS < 0.10
+    # A dense 3x3 conv, the most economical single change (9 of the gap's 10.1 x sum n_b C^2),
+    # comes to 2.6 % under 56.45 M; other readings on top of it come closer (see the notebook).
+    assert -0.03 < (n_params(meta_model(down="dense")) - PAPER_PARAMS) / PAPER_PARAMS < -0.02
 
 
 def test_mac_breakdown_adds_up_and_matches_the_closed_forms():

@@ -5,8 +5,9 @@ the FRRB (Eq. 14), plus a feature optimisation branch (Fig. 7) that keeps layer1
 sharpens it with a fixed Laplacian-of-Gaussian (FGCM, Eq. 15-23), fuses deeper backbone stages
 into it (FOM, Eq. 24-29) and hands the result back to the backbone through strided depthwise convs.
 
-Figures 7, 11, 12 and 13 are missing from the text; where this file had to guess, the docstring
-says what it chose. The chapter notebook lists every such decision.
+Our copy of the text has none of the paper's figures. The equations stand in for Figs. 2-6; the
+branch (Fig. 7) and the ablation layouts (Figs. 11-13) are described only in words, and where this
+file had to guess, the docstring says what it chose. The chapter notebook lists every decision.
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from ..checks import check_choice
 from .registry import register_model
 
 UPSAMPLE = ("transposed", "bilinear")  # Fig. 10
-DOWN = ("depthwise", "dense")  # the text says depthwise; "dense" is the reading that matches Table 8
+DOWN = ("depthwise", "dense")  # the text says depthwise; "dense" comes within 3 % of Table 8
 FRM_POSITIONS = ("A", "B", "C", "D")  # Fig. 11 / Table 4
-FGCM_LAYOUTS = {"A": (), "B": (1,), "C": (2,), "D": (1, 2, 3)}  # Table 5: levels whose low-res input also gets an FGCM
+# Table 5 (its row A repeats net5's numbers): levels whose low-res input also gets an FGCM
+FGCM_LAYOUTS = {"A": (), "B": (1,), "C": (2,), "D": (1, 2, 3)}
 BRANCH_DEPTHS = {"A": 0, "B": 1, "C": 2, "D": 3}  # Table 6: number of FGCM+FOM levels
 VARIANTS = ("net1", "net2", "net3", "net4", "net5")  # Table 9
 
@@ -41,12 +43,14 @@ class DirectionAwareAttention(nn.Module):
     """X2 of the FRM, Eq. 6-11: ``X2 = X * A_w * A_h``.
 
     H_Pool averages over H (X_h: C x 1 x W, Eq. 6), W_Pool over W (X_w: C x H x 1, Eq. 7); the two
-    are concatenated along space (Eq. 8), squeezed by a shared PWConv to C/r-BN-LeakyReLU(0.2)
-    (Eq. 9-10), split, and each part gives a Sigmoid gate through its own PWConv: A_h (C x 1 x W)
-    and A_w (C x H x 1). This is coordinate attention (Hou et al. 2021, the paper's ref. [14]) with
-    a LeakyReLU. timm has it as ``CoordAttn`` only from 1.0.23 on, newer than the book requires,
-    and the chapter needs A_h and A_w themselves, so it is written out here (the tests compare it
-    with timm's where that is installed).
+    are concatenated along space (the shape Eq. 8 gives, C x (H+W) x 1; its text says along the
+    channels), squeezed by a shared PWConv to C/r-BN-LeakyReLU(0.2) (Eq. 9-10), split, and each
+    part gives a Sigmoid gate through its own PWConv: A_h (C x 1 x W) and A_w (C x H x 1). This is
+    coordinate attention (Hou et al. 2021, the paper's ref. [14]) with a LeakyReLU (Hou et al. use
+    h-swish and floor the bottleneck at max(8, C/r) channels; this paper keeps C/r). timm has it
+    as ``CoordAttn`` only from 1.0.23 on, newer than the book requires, and the chapter needs A_h
+    and A_w themselves, so it is written out here (the tests compare it with timm's where that is
+    installed).
     """
 
     def __init__(self, channels: int, r: int = 32):
@@ -83,8 +87,10 @@ class FRM(nn.Module):
     input comes back one row or column too large; the extra last row/column is cropped so the
     output always matches the input. ``upsample="bilinear"`` replaces the transposed conv by
     parameter-free bilinear up-sampling and keeps its BN-ReLU (Fig. 10). ``down="dense"`` makes
-    the first conv an ordinary 3x3 conv: not what the text says, but the one change that brings
-    the parameter count to the paper's Table 8 (see the notebook's costs section).
+    the first conv an ordinary 3x3 conv: not what the text says, but the most economical single
+    change that brings the parameter count near the paper's Table 8 (2.6 % under; see the
+    notebook's costs section). The transposed conv keeps PyTorch's default initialisation
+    (``init_weights`` initialises ``nn.Conv2d`` only; the notebook's decisions list says why).
     """
 
     def __init__(self, channels: int, r: int = 32, k: int = 4, upsample: str = "transposed",
@@ -135,7 +141,8 @@ LAPLACIAN_8 = torch.tensor([[1.0, 1.0, 1.0], [1.0, -8.0, 1.0], [1.0, 1.0, 1.0]])
 
 
 class LaplacianOfGaussian(nn.Module):
-    """``L * G * X`` of Eq. 22, channel by channel, with fixed kernels kept as buffers.
+    """``L * G * X`` of Eq. 22, channel by channel (depthwise; the text does not say), with fixed
+    kernels kept as buffers.
 
     G is the 5x5 Gaussian of Eq. 16 (sigma 1.0), L the 8-neighbour Laplacian. Each conv pads
     by replicating the border: features after ReLU are positive, and zero padding would make
@@ -184,7 +191,9 @@ class FOM(nn.Module):
     Conv3x3 to C/2 on each, bilinear up-sampling of the low-res one, ``M_sim1 = Sigmoid(sum_c
     F_lh* x F_h*)`` (Eq. 24), its global mean and max repeated over H x W (Eq. 25-28), a 7x7 conv
     and a Sigmoid to ``M_sim2``, and ``F = M_sim2 * Up(F_l) + (1 - M_sim2) * F_h`` (Eq. 29).
-    The text names only the 3x3 convs, so they carry no BN.
+    The text names only the 3x3 convs, so they carry no BN. The 7x7 conv pads with zeros and has
+    no bias (the text names neither): its border is the only place where M_sim2 varies within
+    an image.
     """
 
     def __init__(self, channels: int):
@@ -247,7 +256,8 @@ class FRRB(BasicBlock):
 
     ``position`` places the FRM as in Fig. 11 / Table 4 (the figure is missing; our reading):
     A on the block input before the first conv, B between the two convs, C after the second
-    conv (the paper's choice), D on the shortcut, in parallel with the convs.
+    conv (the paper's choice), D on the shortcut, in parallel with the convs. "After the second
+    conv" is read as after its BN, since Eq. 14 applies M to F(x), which ends in that BN.
     """
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, r=32, k=4, upsample="transposed",
@@ -301,8 +311,9 @@ def gdfrnet(num_classes=10, in_chans=3, stem="cifar", width=64, variant="net5", 
     the 3x3 stem and no max-pool (forced); net3 = FRRBs without the branch; net4 = the branch on
     plain basic blocks; net5 = the full network (``stem`` applies to net3-net5).
     FRM options (Fig. 8-11): ``r`` (32), ``k`` (4), ``upsample``, ``down``, ``frm_position`` (C).
-    Branch options: ``fgcm_layout`` A-D (Table 5, A), ``branch_depth`` A-D (Table 6, C = two levels;
-    A = no branch, which is why Table 6's row A repeats net3's accuracies in Table 9).
+    Branch options: ``fgcm_layout`` A-D (Table 5, A: its row repeats net5's accuracies),
+    ``branch_depth`` A-D (Table 6, C = two levels; A = no branch, which is why Table 6's row A
+    repeats net3's accuracies in Table 9).
     """
     check_choice("variant", variant, VARIANTS)
     check_choice("upsample", upsample, UPSAMPLE)
