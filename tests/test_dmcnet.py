@@ -10,7 +10,7 @@ from dmcbook.models.common import make_shortcut
 from dmcbook.models.dmcnet import (ABLATIONS, AE, AE_PLACEMENTS, MASKS, MMCF, DynamicMaskConv, FGlo,
                                    split_sizes)
 
-from bn_helpers import randomize_bn  # tests/bn_helpers.py
+from dmcbook.verify import batch_norm_eval as bn_eval, randomize_bn
 
 torch.set_num_threads(1)
 
@@ -157,12 +157,6 @@ def test_fglo_matches_direct_formula():
 @pytest.mark.parametrize("c,sizes", [(9, (3, 3, 3)), (64, (22, 21, 21)), (10, (4, 3, 3))])
 def test_split_sizes(c, sizes):
     assert split_sizes(c) == sizes
-
-
-def bn_eval(t, bn):
-    """BatchNorm2d in eval mode, written out."""
-    return ((t - bn.running_mean.view(1, -1, 1, 1)) / torch.sqrt(bn.running_var.view(1, -1, 1, 1) + bn.eps)
-            * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1))
 
 
 @pytest.mark.parametrize("inplanes,stride", [(12, 1), (6, 2)])

@@ -13,7 +13,7 @@ from dmcbook.models.drstn import SoftThreshold, STRB, soft_threshold
 from dmcbook.transfer import (WeightsUnavailable, drstn_from_resnet18, init_from_checkpoint,
                               resnet18_state_dict, torchvision_to_dmcbook)
 
-from bn_helpers import randomize_bn  # tests/bn_helpers.py
+from dmcbook.verify import batch_norm_eval, randomize_bn
 
 VERSIONS = ("drstn_v1", "drstn_v2", "drstn_v3", "drstn_v4", "drstn_v5")
 LAYOUTS = {"drstn_v1": (2, 2, 2, 2), "drstn_v2": (2, 2, 2, 2), "drstn_v3": (1, 1, 1, 1),
@@ -81,7 +81,7 @@ def test_eval_thresholds_follow_the_formula_with_running_statistics():
     x = torch.randn(5, 8, 6, 6) * 2
     a = x.abs().mean(dim=(2, 3))
     bn = st.bn
-    h = (st.fc1(a) - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    h = batch_norm_eval(st.fc1(a), bn)
     alpha = torch.sigmoid(st.fc2(F.relu(h)))
     with torch.no_grad():
         assert torch.allclose(st.thresholds(x).flatten(1), a * alpha, atol=1e-6)

@@ -11,7 +11,7 @@ from dmcbook.inside.gdfrnet import (attention_statistics, frm_maps, fusion_stati
                                     mac_breakdown, parameter_breakdown)
 from dmcbook.models.gdfrnet import FGCM, FOM, FRM, FRRB, LaplacianOfGaussian
 
-from bn_helpers import randomize_bn  # tests/bn_helpers.py
+from dmcbook.verify import batch_norm_eval, randomize_bn
 
 PAPER_PARAMS = 56.45e6  # Table 8
 PAPER_RESNET34_PARAMS = 21.28e6  # Table 8, the same table's baseline
@@ -79,11 +79,7 @@ def test_frm_is_eq_1_to_12():
     torch.manual_seed(0)
     frm = randomize_bn(FRM(16, r=4))  # so that an ignored BN would show
     x = torch.randn(2, 16, 7, 9)
-
-    def bn(t, m):
-        return (t - m.running_mean[:, None, None]) / torch.sqrt(m.running_var[:, None, None] + m.eps) \
-            * m.weight[:, None, None] + m.bias[:, None, None]
-
+    bn = batch_norm_eval
     att = frm.attention
     conv1, bn1 = att.squeeze[0], att.squeeze[1]
     x_h = x.mean(2, keepdim=True)  # Eq. 6, pooling over H: (C, 1, W)
@@ -159,8 +155,7 @@ def test_fgcm_equals_direct_convolution_on_an_image():
         f = torch.tensor(expected, dtype=torch.float32)[None, None]
         for conv, bn in ((c1, b1), (c2, b2)):
             f = torch.einsum("oc,nchw->nohw", conv.weight[:, :, 0, 0], f)
-            f = (f - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + bn.eps) \
-                * bn.weight[:, None, None] + bn.bias[:, None, None]
+            f = batch_norm_eval(f, bn)
         torch.testing.assert_close(fgcm(x), f, atol=1e-5, rtol=1e-5)
 
 
@@ -204,10 +199,7 @@ def test_gradients_reach_every_trainable_parameter(options):
 def _eq14(block, x, position):
     """Eq. 14 with the FRM at ``position`` (C: the paper's; A, B, D: our reading of Fig. 11),
     composed from the block's weights with functional convs and BNs written out."""
-    def bn(t, m):
-        return (t - m.running_mean[:, None, None]) / torch.sqrt(m.running_var[:, None, None] + m.eps) \
-            * m.weight[:, None, None] + m.bias[:, None, None]
-
+    bn = batch_norm_eval
     frm = block.frm
     t = frm(x) if position == "A" else x
     t = F.relu(bn(F.conv2d(t, block.conv1.weight, stride=block.stride, padding=1), block.bn1))

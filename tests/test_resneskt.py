@@ -15,7 +15,7 @@ from dmcbook.models.resneskt import (PAPER_TABLE, GeM, ResNeSktBottleneck, Spati
                                      pool_channels)
 from dmcbook.transfer import torchvision_to_dmcbook
 
-from bn_helpers import randomize_bn  # tests/bn_helpers.py
+from dmcbook.verify import randomize_bn
 
 torch.set_num_threads(1)
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import dmcbook
 from dmcbook import viz
 
-from bn_helpers import randomize_bn  # tests/bn_helpers.py
+from dmcbook.verify import randomize_bn
 
 
 def test_sample_images_are_real_square_photographs():
