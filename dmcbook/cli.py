@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import distributed
-from .data import DatasetUnavailable, get_data, list_datasets
+from .data import SPECS, DatasetUnavailable, get_data, list_datasets
 from .models.registry import create_model, list_models
 from .report import count
 from .runs import check_writable
@@ -26,6 +26,29 @@ def _model_option(text: str):
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+# --option keys that are not model options, each with what sets it, per command (passed on,
+# they would collide with create_model's or benchmark's own arguments).
+_MODEL_ARGUMENTS = dict(name="the positional model names", num_classes="--num-classes",
+                        in_chans="the C of --input-size", stem="--stem")
+RESERVED_OPTIONS = dict(
+    train=dict(_MODEL_ARGUMENTS, name="--model", num_classes="the data set (--dataset)", in_chans="--in-chans"),
+    profile=_MODEL_ARGUMENTS,
+    bench=dict(_MODEL_ARGUMENTS, names="the positional model names", baseline="--baseline",
+               input_size="--input-size", batch_size="--batch-size", steps="--steps", device="--device",
+               rounds="bench itself (no flag)"),
+)
+
+
+def _model_options(args) -> dict:
+    """The --option pairs as a dict, after refusing the keys that another flag sets."""
+    options = dict(args.option or [])
+    for key in options:
+        if key in RESERVED_OPTIONS[args.command]:
+            raise ValueError(f"--option {key}=...: {key} is not a model option here; it is set by "
+                             f"{RESERVED_OPTIONS[args.command][key]}")
+    return options
 
 
 def _positive_int(text: str) -> int:
@@ -90,6 +113,7 @@ def cmd_train(args) -> None:
     out = check_writable(args.out or f"runs/{args.model}-{args.dataset}-{args.preset}-seed{args.seed}")
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite deletes it: choose one")
+    options = _model_options(args)
     overrides = {k: v for k, v in dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                        width=args.width, train_subset=args.train_subset,
                                        weight_decay=args.weight_decay).items() if v is not None}
@@ -99,7 +123,6 @@ def cmd_train(args) -> None:
     data = get_data(args.dataset, root=args.data_root, image_size=recipe.image_size, in_chans=args.in_chans,
                     batch_size=recipe.batch_size, augment=recipe.augment, train_subset=recipe.train_subset,
                     test_subset=recipe.test_subset, seed=args.seed)
-    options = dict(args.option or [])
     if recipe.width is not None:
         options.setdefault("width", recipe.width)
     import torch
@@ -138,6 +161,10 @@ def _rerun_command(argv: list[str], lr: float) -> str:
     return shlex.join(["python", "-m", "dmcbook", *kept, "--overwrite", "--lr", f"{lr:.3g}"])
 
 
+# What the CLI's train command adds to a run's config (run_config) and eval needs to rebuild the model.
+RUN_CONFIG_KEYS = ("in_chans", "num_classes", "stem", "model_options")
+
+
 def cmd_eval(args) -> None:
     ckpt = load_checkpoint(args.checkpoint)
     if "config" in ckpt:
@@ -146,7 +173,16 @@ def cmd_eval(args) -> None:
         config = json.loads(ckpt["history"])["config"]
     else:
         raise CheckpointError(f"{args.checkpoint} does not say which model wrote it")
+    missing = [key for key in RUN_CONFIG_KEYS if key not in config]
+    if missing:  # a Trainer created in Python without run_config records no model arguments
+        raise CheckpointError(
+            f"{args.checkpoint} does not record {', '.join(missing)} (it was written by a Trainer without "
+            "run_config), so eval cannot rebuild its model; evaluate it in Python: build the model as it was "
+            "trained, then dmcbook.train.load_checkpoint(path, model) and dmcbook.train.evaluate(model, loader)")
     dataset = args.dataset or config["dataset"]
+    if dataset in SPECS and SPECS[dataset].num_classes != config["num_classes"]:
+        raise ValueError(f"{dataset} has {SPECS[dataset].num_classes} classes, but the model in {args.checkpoint} "
+                         f"predicts {config['num_classes']} (it was trained on {config['dataset']})")
     data = get_data(dataset, root=args.data_root, image_size=config["recipe"].get("image_size"),
                     in_chans=config["in_chans"], batch_size=256)
     model = create_model(config["model"], config["num_classes"], config["in_chans"], config["stem"],
@@ -159,9 +195,10 @@ def cmd_eval(args) -> None:
 def cmd_profile(args) -> None:
     from .profile import count_flops, count_params
     from .report import markdown_table
+    options = _model_options(args)
     rows = []
     for name in args.models:
-        model = create_model(name, args.num_classes, args.input_size[0], args.stem, **dict(args.option or []))
+        model = create_model(name, args.num_classes, args.input_size[0], args.stem, **options)
         flops = count_flops(model, args.input_size)
         rows.append({"model": name, "params (M)": round(count_params(model) / 1e6, 2),
                      "GMACs": round(flops["macs"] / 1e9, 3), "GFLOPs": round(flops["flops"] / 1e9, 3)})
@@ -174,10 +211,11 @@ def cmd_bench(args) -> None:
     from .profile import augmentation_throughput, benchmark, machine
     from .report import markdown_table
     from .train import save_json
+    options = _model_options(args)
     before = machine()
     rows = benchmark(args.models, baseline=args.baseline, input_size=args.input_size, batch_size=args.batch_size,
                      steps=args.steps, num_classes=args.num_classes, stem=args.stem, device=args.device,
-                     **dict(args.option or []))
+                     **options)
     augmentation = [augmentation_throughput(name, "paper", device=args.device) for name in ("cifar10", "fashion-mnist")]
     after = machine()
     print(f"{before['cpu']}, {before['cores']} cores, {before.get('gpu', 'no GPU')}; load average "
@@ -190,7 +228,7 @@ def cmd_bench(args) -> None:
     print(markdown_table(augmentation))
     if args.json:
         save_json(dict(machine=before, machine_after=after, input_size=list(args.input_size),
-                       batch_size=args.batch_size, steps=args.steps, options=dict(args.option or []),
+                       batch_size=args.batch_size, steps=args.steps, options=options,
                        models=rows, augmentation=augmentation), args.json)
         print(f"results in {args.json}")
 

@@ -13,6 +13,7 @@ whose message names the data set, every place searched and how to get it.
 from __future__ import annotations
 
 import gzip
+import numbers
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -310,11 +311,19 @@ class _Transformed(Dataset):
         return self.transform(image.convert("RGB") if image.mode not in ("L", "RGB") else image), label
 
 
+def _check_integer(what: str, value, least: int | None = None) -> None:
+    """One line for a value that must be an integer (a bool or 2.5 is not), at least ``least``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{what} must be an integer; got {value!r}")
+    if least is not None and value < least:
+        raise ValueError(f"{what} must be at least {least}; got {value}")
+
+
 def _subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
+    # A subset larger than the data set is the whole set (the budget recipe's subset on the
+    # small digits set relies on this); describe() reports the size actually used.
     if size is None or size >= len(dataset):
         return dataset
-    if size < 1:
-        raise ValueError(f"a subset needs at least one image; got {size}")
     index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]
     subset = Subset(dataset, index.sort().values.tolist())
     subset.classes = getattr(dataset, "classes", None)
@@ -330,9 +339,25 @@ def loader_settings(image_size: int) -> dict:
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if torch.cuda.is_available():
-        return dict(num_workers=min(cpus, 8), pin_memory=True, persistent_workers=True)
-    workers = 0 if image_size <= 64 else min(cpus, 4)
-    return dict(num_workers=workers, pin_memory=False, persistent_workers=workers > 0)
+        return dict(num_workers=min(cpus, 8), pin_memory=True)
+    return dict(num_workers=0 if image_size <= 64 else min(cpus, 4), pin_memory=False)
+
+
+def _worker_loaders(train_set, test_set, batch_size, seed, settings):
+    """DataLoaders whose workers read and augment.
+
+    Their workers start afresh each epoch (not persistent): each new worker seeds its random
+    numbers from the loader's generator, which the Trainer reseeds from (seed, epoch), so an
+    epoch's augmentations are the same whether or not the run was interrupted before it;
+    persistent workers carried their random state over from epochs that a resumed run never
+    saw. The test loader's too: where old bundles await garbage collection (several runs in one
+    notebook), workers forked later shut its persistent workers down from inside, and the
+    parent then waited 5 s for each. A restart costs one fork per worker and epoch.
+    """
+    train_loader = DataLoader(train_set, batch_size, shuffle=True, drop_last=len(train_set) > batch_size,
+                              generator=torch.Generator().manual_seed(seed), persistent_workers=False, **settings)
+    test_loader = DataLoader(test_set, max(batch_size, 256), shuffle=False, persistent_workers=False, **settings)
+    return train_loader, test_loader
 
 
 @dataclass
@@ -391,15 +416,19 @@ def get_data(name: str, root=None, image_size: int | None = None, in_chans: int 
     its device. Larger images are read and augmented by DataLoader workers.
     """
     check_choice("data set", name, list_datasets())
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    _check_integer("batch_size", batch_size, 1)
+    for what, value, least in (("in_chans", in_chans, None), ("train_subset", train_subset, 1),
+                               ("test_subset", test_subset, 1), ("num_workers", num_workers, 0)):
+        if value is not None:
+            _check_integer(what, value, least)
+    _check_integer("seed", seed)
     spec = SPECS[name]
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
                                    or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE):
         raise ValueError(f"image_size must be an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels; "
                          f"got {image_size!r}")
     image_size = image_size or spec.image_size
-    in_chans = in_chans or spec.in_chans
+    in_chans = spec.in_chans if in_chans is None else in_chans
     if in_chans not in (1, 3):
         raise ValueError(f"in_chans must be 1 or 3; got {in_chans}")
     train_raw = load_dataset(name, True, root, download)
@@ -417,10 +446,8 @@ def get_data(name: str, root=None, image_size: int | None = None, in_chans: int 
     else:
         settings = loader_settings(image_size)
         if num_workers is not None:
-            settings.update(num_workers=num_workers, persistent_workers=num_workers > 0)
-        train_loader = DataLoader(train_set, batch_size, shuffle=True, drop_last=len(train_set) > batch_size,
-                                  generator=torch.Generator().manual_seed(seed), **settings)
-        test_loader = DataLoader(test_set, max(batch_size, 256), shuffle=False, **settings)
+            settings["num_workers"] = num_workers
+        train_loader, test_loader = _worker_loaders(train_set, test_set, batch_size, seed, settings)
     mean, std = _channel_stats(spec, in_chans)
     return DataBundle(name, train_set, test_set, train_loader, test_loader, spec.num_classes, in_chans,
                       image_size, classes, mean, std)

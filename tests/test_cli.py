@@ -169,3 +169,44 @@ def test_eval_refuses_a_corrupted_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(out / "best.pt")]) == 2
     assert "best.pt is corrupt" in _error_line(capsys)
+
+
+# -- audit of the CLI: one line instead of a traceback ----------------------------------------------
+
+def test_eval_of_a_checkpoint_from_the_trainer_api_says_what_it_lacks(tmp_path, capsys):
+    """A Trainer created in Python without run_config records no in_chans, stem or options."""
+    from dmcbook import create_model
+    from dmcbook.data import get_data
+    from dmcbook.train import Trainer, get_recipe
+    data = get_data("digits", batch_size=16, image_size=16, train_subset=32, test_subset=16)
+    recipe = get_recipe("smoke", epochs=1, batch_size=16, train_subset=32, test_subset=16, image_size=16)
+    Trainer(create_model("resnet18", 10, 1, width=4), data, recipe, out_dir=tmp_path, progress=False).fit()
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "checkpoint.pt")]) == 2  # best.pt only if an epoch beat 0 %
+    line = _error_line(capsys)
+    assert "does not record in_chans, num_classes, stem, model_options" in line
+    assert "dmcbook.train.load_checkpoint(path, model)" in line
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--option", "num_classes=5"], "the data set (--dataset)"),
+    (["train", "--option", "in_chans=3"], "--in-chans"),
+    (["train", "--option", "stem=imagenet"], "--stem"),
+    (["profile", "resnet18", "--option", "num_classes=5"], "--num-classes"),
+    (["profile", "resnet18", "--option", "in_chans=1"], "the C of --input-size"),
+    (["bench", "resnet18", "--option", "steps=2"], "--steps"),
+])
+def test_an_option_that_a_flag_sets_is_refused_naming_the_flag(argv, flag, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "get_data", lambda *a, **k: pytest.fail("data loaded before --option was checked"))
+    assert main([*argv, "--out", str(tmp_path / "run")] if argv[0] == "train" else argv) == 2
+    key = argv[-1].split("=")[0]
+    assert _error_line(capsys).endswith(f"{key} is not a model option here; it is set by {flag}")
+
+
+def test_eval_on_a_data_set_with_another_class_count_is_refused(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main([*SMOKE, "--out", str(out)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(cli, "get_data", lambda *a, **k: pytest.fail("data loaded before the classes were counted"))
+    assert main(["eval", str(out / "best.pt"), "--dataset", "gtsrb"]) == 2
+    assert "gtsrb has 43 classes, but the model in" in _error_line(capsys)

@@ -1,3 +1,4 @@
+import functools
 import gzip
 import urllib.error
 from pathlib import Path
@@ -182,3 +183,60 @@ def test_impossible_image_sizes_are_refused_before_loading(size, monkeypatch):
     monkeypatch.setattr(D, "load_dataset", lambda *a, **k: pytest.fail("loaded before checking image_size"))
     with pytest.raises(ValueError, match=f"image_size must be an integer from 8 to 1024 pixels; got {size}"):
         D.get_data("digits", image_size=size)
+
+
+# -- audit of the data layer: resumable worker loaders, integer arguments --------------------------
+
+def test_a_resumed_run_on_worker_loaders_repeats_the_uninterrupted_one(tmp_path, monkeypatch):
+    """Augmenting workers (images over 64 px, GPUs) must draw each epoch's random numbers from
+    (seed, epoch) as the main process does: persistent workers carried theirs over."""
+    from dmcbook import create_model
+    from dmcbook.train import Trainer, get_recipe
+    monkeypatch.setattr(D, "load_dataset", functools.cache(D.load_dataset))  # fresh loaders, one read
+
+    def data():
+        return D.get_data("digits", batch_size=16, augment="basic", image_size=16, train_subset=48,
+                          test_subset=16, on_device=False, num_workers=1)
+
+    def model():
+        torch.manual_seed(0)
+        return create_model("resnet18", 10, 1, "cifar", width=4)
+
+    recipe = get_recipe("budget", epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5, train_subset=48,
+                        test_subset=16, width=4, image_size=16, augment="basic")
+    assert data().train_loader.num_workers == 1
+    straight = Trainer(model(), data(), recipe, progress=False).fit()
+    Trainer(model(), data(), recipe, out_dir=tmp_path, progress=False).fit(stop_after=1)
+    resumed = Trainer(model(), data(), recipe, out_dir=tmp_path, resume=True, progress=False).fit()
+    losses = [[(e["train_loss"], e["test_loss"]) for e in h["epochs"]] for h in (straight, resumed)]
+    assert losses[0] == losses[1]
+
+
+def test_worker_loaders_restart_their_workers_each_epoch():
+    bundle = D.get_data("digits", batch_size=16, image_size=16, train_subset=32, test_subset=16,
+                        on_device=False, num_workers=1)
+    assert not bundle.train_loader.persistent_workers and not bundle.test_loader.persistent_workers
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("batch_size", 2.5, "batch_size must be an integer; got 2.5"),
+    ("batch_size", True, "batch_size must be an integer; got True"),
+    ("batch_size", 0, "batch_size must be at least 1; got 0"),
+    ("in_chans", True, "in_chans must be an integer; got True"),
+    ("in_chans", 0, "in_chans must be 1 or 3; got 0"),
+    ("train_subset", 10.5, "train_subset must be an integer; got 10.5"),
+    ("test_subset", 0, "test_subset must be at least 1; got 0"),
+    ("num_workers", -1, "num_workers must be at least 0; got -1"),
+    ("seed", 1.0, "seed must be an integer; got 1.0"),
+])
+def test_non_integers_where_integers_belong_are_refused_before_loading(argument, value, message, monkeypatch):
+    monkeypatch.setattr(D, "load_dataset", lambda *a, **k: pytest.fail("loaded before checking the arguments"))
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        D.get_data("digits", **{argument: value})
+
+
+def test_numpy_integers_and_a_subset_larger_than_the_data_set_are_accepted():
+    bundle = D.get_data("digits", batch_size=np.int64(16), in_chans=np.int64(1), train_subset=10**6,
+                        test_subset=np.int64(20), augment="none")
+    assert len(bundle.train_set) == 1437 and len(bundle.test_set) == 20  # the whole training split
+    assert "1437 train / 20 test images" in bundle.describe()
