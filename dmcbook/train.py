@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checks import check_choice
+from .data import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from .models.common import Float32Conv2d
 from .runs import (CorruptFile, RunFolderError, atomic_write, check_writable, config_differences, has_run,
                    remove_run, run_lock, verify, write_checked)
@@ -38,9 +39,20 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "multistep", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PROGRESS_STYLES = ("bar", "epochs", False)
+# How a history's engine precision is asked for.
+PRECISION_OPTIONS = {"fp32": "fp32", "bf16-autocast": "bf16", "fp16-autocast": "fp16"}
 # CPU flags of native bf16 arithmetic (Intel AMX, AVX512-BF16 on Intel and AMD Zen 4+): there
 # oneDNN runs bf16 convolutions about twice as fast as fp32; elsewhere bf16 is emulated and slower.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    """A finite int or float (not a bool, which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -75,12 +87,37 @@ class Recipe:
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
-        for field_name in ("epochs", "batch_size"):
-            value = getattr(self, field_name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"recipe {self.name!r}: {field_name} must be a positive integer; got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"recipe {self.name!r}: lr must be a positive finite number; got {self.lr!r}")
+        # Every field is checked here, before a Trainer touches a run folder: torch accepts a
+        # negative gamma, decay or momentum, or a negative grad_clip (which flips the gradients),
+        # and trains on without a word.
+        below_one = "a number from 0 to below 1"
+        checks = [
+            ("epochs", _is_integer(self.epochs) and self.epochs >= 1, "a positive integer"),
+            ("batch_size", _is_integer(self.batch_size) and self.batch_size >= 1, "a positive integer"),
+            ("lr", _is_number(self.lr) and self.lr > 0, "a positive finite number"),
+            ("momentum", _is_number(self.momentum) and 0 <= self.momentum < 1, below_one),
+            ("weight_decay", _is_number(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0"),
+            ("warmup_epochs", _is_number(self.warmup_epochs) and self.warmup_epochs >= 0, "a finite number >= 0"),
+            # above lr, the cosine schedule would rise from lr to min_lr
+            ("min_lr", _is_number(self.min_lr) and 0 <= self.min_lr <= (self.lr if _is_number(self.lr) else math.inf),
+             f"a number from 0 to lr ({self.lr!r})"),
+            ("milestones", isinstance(self.milestones, tuple)
+             and all(_is_integer(m) and m >= 1 for m in self.milestones)
+             and list(self.milestones) == sorted(set(self.milestones)),
+             "a tuple of increasing positive epochs (e.g. (60, 120, 160))"),
+            ("gamma", _is_number(self.gamma) and self.gamma > 0, "a positive finite number"),
+            ("label_smoothing", _is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1, below_one),
+            ("image_size", self.image_size is None or _is_integer(self.image_size)
+             and MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE,
+             f"None or an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels"),
+            ("grad_clip", self.grad_clip is None or _is_number(self.grad_clip) and self.grad_clip > 0,
+             "None or a positive finite number"),
+        ] + [(name, getattr(self, name) is None or _is_integer(getattr(self, name)) and getattr(self, name) >= 1,
+              "None or a positive integer") for name in ("width", "train_subset", "test_subset")]
+        for field_name, valid, expected in checks:
+            if not valid:
+                raise ValueError(f"recipe {self.name!r}: {field_name} must be {expected}; "
+                                 f"got {getattr(self, field_name)!r}")
         if isinstance(self.no_decay, str) or not all(isinstance(n, str) and n for n in self.no_decay):
             raise ValueError(f"recipe {self.name!r}: no_decay must be a tuple of module names "
                              f"(e.g. ('soft_threshold',)); got {self.no_decay!r}")
@@ -278,6 +315,11 @@ def environment(device: torch.device) -> dict:
     return env
 
 
+def _as_written(obj):
+    """A copy of ``obj`` as JSON reads it back (tuples become lists), sharing nothing with it."""
+    return json.loads(json.dumps(obj))
+
+
 def save_json(obj, path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -362,13 +404,22 @@ def _autocast_dtype(device: torch.device):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def evaluation_dtype(device: torch.device, amp_dtype):
+    """The autocast dtype a Trainer's test pass uses (None: fp32): on a GPU its training precision
+    (an fp32 run is scored in fp32, not in fp16, where a large logit could overflow); on a CPU
+    always fp32, as every CPU run so far was scored (their test numbers are fp32's)."""
+    return amp_dtype if torch.device(device).type == "cuda" else None
+
+
 @torch.no_grad()
-def predict(model: nn.Module, loader, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of a whole loader, in eval mode (the model's mode is restored)."""
+def predict(model: nn.Module, loader, device=None, amp_dtype="auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of a whole loader, in eval mode (the model's mode is restored).
+    ``amp_dtype`` is the autocast dtype (None: fp32); ``"auto"`` is bf16 on GPUs that have it,
+    fp16 on older GPUs and fp32 on a CPU."""
     device = pick_device(device)
     was_training = model.training
     model.eval().to(device)
-    dtype = _autocast_dtype(device)
+    dtype = _autocast_dtype(device) if amp_dtype == "auto" else amp_dtype
     logits, labels = [], []
     for x, y in loader:
         x = x.to(device, non_blocking=True)
@@ -385,13 +436,46 @@ def evaluate(model: nn.Module, loader, device=None) -> dict:
                 acc=(logits.argmax(1) == labels).float().mean().item())
 
 
+def check_model_fits_data(model: nn.Module, data) -> None:
+    """Refuse, in one line, a model whose input channels or number of outputs differ from the
+    data's, before a Trainer touches its run folder (``overwrite`` deletes the old run first).
+    One zero image goes through the model in eval mode without gradients (no BN statistic
+    moves; the mode is restored). Data without ``in_chans``, ``num_classes`` and
+    ``image_size`` (the benchmark's random batches) is not checked."""
+    in_chans, classes, size = (getattr(data, key, None) for key in ("in_chans", "num_classes", "image_size"))
+    if None in (in_chans, classes, size):
+        return
+    name = getattr(model, "model_name", type(model).__name__)
+    expected = getattr(model, "in_chans", None)  # dmcbook.models.create_model records it
+    if expected is not None and expected != in_chans:
+        raise ValueError(f"{name} takes {expected}-channel images and those of {data.name} have {in_chans}; "
+                         f"build the model with in_chans={in_chans}")
+    param = next(model.parameters(), None)
+    image = torch.zeros(1, in_chans, size, size, device=param.device if param is not None else "cpu")
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(image)
+    except (RuntimeError, ValueError) as err:
+        reason = (str(err).splitlines() or [""])[0][:200]
+        raise ValueError(f"{name} does not take {data.name}'s {in_chans}x{size}x{size} images ({reason})") from None
+    finally:
+        model.train(was_training)
+    if not (isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] == classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{name} gives outputs of shape {shape} for one image and {data.name} has {classes} "
+                         f"classes, so (1, {classes}) was expected; build the model with num_classes={classes}")
+
+
 class Trainer:
     """Train ``model`` on ``data`` (a :class:`dmcbook.data.DataBundle`) with ``recipe``.
 
     With ``out_dir`` set, every epoch writes ``checkpoint.pt`` (model, optimizer, scheduler,
     scaler, RNG states, best accuracy, history) and ``history.json`` atomically, and the best
     epoch's weights to ``best.pt``. ``resume=True`` continues from ``checkpoint.pt``; each epoch
-    reseeds from (seed, epoch), so on the CPU a resumed run reproduces an uninterrupted one.
+    reseeds from (seed, epoch), so on the CPU a resumed run reproduces an uninterrupted one. The
+    checkpoint is the authority: a history.json that an interruption left behind it is rewritten
+    from it, and a resume in another precision than the run's is refused.
 
     An ``out_dir`` belongs to one configuration (see :mod:`dmcbook.runs`): one already holding a
     run is refused unless ``resume=True`` (same configuration only) or ``overwrite=True`` (its run
@@ -415,6 +499,7 @@ class Trainer:
                  compile: bool = False):
         if isinstance(model, DistributedDataParallel):  # save and load the plain module's weights
             model = model.module
+        check_model_fits_data(model, data)
         self.model, self.data, self.recipe, self.seed = model, data, recipe, seed
         self.dist = distributed.current()
         self.device = pick_device(device)
@@ -428,6 +513,7 @@ class Trainer:
             self.amp_dtype = None
             precision_note = ("fp32 instead of bf16: this torch's CPU bf16 kernels give dilated "
                               "convolutions non-finite weight gradients (dmcbook.train.cpu_bf16_fault)")
+        self.eval_dtype = evaluation_dtype(self.device, self.amp_dtype)
         layout_note, memory_format = None, torch.channels_last if channels_last else torch.preserve_format
         if channels_last and cpu_channels_last_fault(model, self.device, self.amp_dtype):
             channels_last, memory_format = False, torch.contiguous_format
@@ -500,6 +586,7 @@ class Trainer:
             raise ValueError("resume continues the run in the folder and overwrite deletes it: choose one")
         check_writable(self.out_dir)
         with run_lock(self.out_dir):
+            stored = None
             if overwrite:
                 remove_run(self.out_dir)
             elif has_run(self.out_dir):
@@ -510,7 +597,28 @@ class Trainer:
                 if stored is not None:
                     self._refuse_other_run(stored, self.out_dir / "history.json")
                 if (self.out_dir / "checkpoint.pt").exists():
-                    self._restore(self.out_dir / "checkpoint.pt")
+                    stored = self._history_from_checkpoint(self._restore(self.out_dir / "checkpoint.pt"), stored)
+                elif stored is not None and stored["epochs"]:
+                    raise RunFolderError(f"{self.out_dir / 'history.json'} records {len(stored['epochs'])} epochs, but "
+                                         "there is no checkpoint.pt to continue them from; start afresh with "
+                                         "--overwrite (overwrite=True) or choose another folder")
+            # The epochs history.json holds as this Trainer left it: fit refuses the folder if
+            # another process has written other epochs there meanwhile.
+            self._folder_epochs = _as_written(stored["epochs"]) if stored else []
+
+    def _history_from_checkpoint(self, saved: dict, stored: dict | None) -> dict:
+        """The run's history, with the checkpoint as the authority. An epoch's history.json is
+        written after its checkpoint, so an interruption between them leaves history.json one
+        epoch behind (or absent after a first epoch): it is rewritten from the checkpoint's copy.
+        Any other disagreement is no interruption of this engine's, and is refused."""
+        if stored is not None and stored["epochs"] == saved["epochs"]:
+            return stored
+        if stored is None or stored["epochs"] == saved["epochs"][:-1]:
+            save_json(saved, self.out_dir / "history.json")
+            return saved
+        raise RunFolderError(f"{self.out_dir}: history.json records {len(stored['epochs'])} epochs and checkpoint.pt "
+                             f"{len(saved['epochs'])}, which no interrupted write leaves; start afresh with "
+                             "--overwrite (overwrite=True) or choose another folder")
 
     def _refuse_other_run(self, stored: dict, path: Path) -> None:
         diffs = self._differences(stored["config"])
@@ -520,11 +628,19 @@ class Trainer:
         if str(stored.get("status", "")).startswith("diverged"):
             raise RunFolderError(f"{path}: this run diverged ({stored.get('error', stored['status'])}), and resuming "
                                  "would repeat it; start afresh with --overwrite (overwrite=True) and a lower lr")
+        # The engine is no part of a run's identity (dmcbook.runs), but the history records one
+        # precision for all its epochs: a resume in another would misreport them.
+        trained, now = stored.get("engine", {}).get("precision"), self.history["engine"]["precision"]
+        if trained is not None and trained != now:
+            option = PRECISION_OPTIONS.get(trained, trained)
+            raise RunFolderError(f"{path} was trained in {trained} and this Trainer would continue in {now}; resume it "
+                                 f"where it trains in {trained} (precision={option!r}), or start afresh with "
+                                 "--overwrite (overwrite=True)")
 
     def _check_unchanged(self) -> None:
-        """No other process may have written the folder since this Trainer read it."""
+        """No other process may have written the folder since this Trainer read or wrote it."""
         stored = self._stored_history()
-        if (len(stored["epochs"]) if stored else 0) != len(self.history["epochs"]) or (
+        if (stored["epochs"] if stored else []) != self._folder_epochs or (
                 stored and self._differences(stored["config"])):
             raise RunFolderError(f"{self.out_dir} was written by another process after this Trainer was created; "
                                  "create a new Trainer (resume=True) or choose another folder")
@@ -536,7 +652,8 @@ class Trainer:
                     scaler=self.scaler.state_dict(), rng=_rng_state(), epoch=epoch,
                     best_acc=self.best_acc, history=json.dumps(self.history))
 
-    def _restore(self, path: Path) -> None:
+    def _restore(self, path: Path) -> dict:
+        """Continue from checkpoint ``path``; returns the history it holds."""
         ckpt = load_checkpoint(path, self.model)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -547,18 +664,23 @@ class Trainer:
         self.history["epochs"] = saved["epochs"]
         self.best_acc, self.start_epoch = ckpt["best_acc"], ckpt["epoch"] + 1
         self._summarise(finished=self.start_epoch >= self.recipe.epochs)
+        return saved
 
     def _save(self, epoch: int, is_best: bool) -> None:
         if self.out_dir is None:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         state = self._state(epoch)
-        write_checked(self.out_dir / "checkpoint.pt", lambda p: torch.save(state, p))
+        # best.pt, checkpoint.pt, history.json: an interruption between two leaves the
+        # checkpoint's best_acc never ahead of best.pt, and history.json at most one epoch behind
+        # the checkpoint, which the next resume repairs (_history_from_checkpoint).
         if is_best:
             best = dict(model=state["model"], model_name=state["model_name"], epoch=epoch, best_acc=self.best_acc,
                         config=json.dumps(self.history["config"]))
             write_checked(self.out_dir / "best.pt", lambda p: torch.save(best, p))
+        write_checked(self.out_dir / "checkpoint.pt", lambda p: torch.save(state, p))
         save_json(self.history, self.out_dir / "history.json")
+        self._folder_epochs = _as_written(self.history["epochs"])
 
     # -- the loop --------------------------------------------------------------------------
     def _train_epoch(self, epoch: int) -> dict:
@@ -570,7 +692,15 @@ class Trainer:
         generator = getattr(self.train_loader, "generator", None)
         if generator is not None:
             generator.manual_seed(self.seed * 100_003 + epoch)
-        total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+        # The running sums stay on the device and are read once, at the epoch's end: a read per
+        # step (.item(), or an `if` on a tensor) would make the host wait for every step's kernels.
+        # The loss sum is float64, as the Python float it replaced: the same sums in the same order.
+        # (Apple's MPS has no float64.)
+        sum_dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        total_loss = torch.zeros((), dtype=sum_dtype, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        nonfinite_steps = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen, start = 0, time.perf_counter()
         show_bar = self.progress == "bar" and self.dist.is_main
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.recipe.epochs}", leave=False,
                    disable=not show_bar, mininterval=1.0)
@@ -586,9 +716,7 @@ class Trainer:
             if self.dist.active:  # every rank sees the global loss, so all stop together on a NaN
                 loss_value = distributed.all_sum(loss.detach().reshape(1), self.device) / self.dist.world
                 loss = loss + (loss_value.to(loss.device) - loss.detach()).squeeze()  # value global, gradient local
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(_diverged(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}",
-                                                 epoch))
+            nonfinite_steps += ~torch.isfinite(loss.detach())  # checked at the epoch's end
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.recipe.grad_clip:
@@ -597,23 +725,28 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            total_loss += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            total_loss += loss.detach().to(sum_dtype) * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-            if show_bar and step % 10 == 0:
-                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}",
+            if show_bar and step % 50 == 0:  # the bar's running figures wait for the device
+                bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
                                 lr=f"{self.optimizer.param_groups[0]['lr']:.2g}",
                                 img_s=f"{seen / (time.perf_counter() - start):.0f}")
+        sums = torch.stack([total_loss, correct.to(sum_dtype), torch.tensor(seen, dtype=sum_dtype, device=self.device),
+                            nonfinite_steps.to(sum_dtype)])
+        total_loss, correct, seen, nonfinite = distributed.all_sum(sums, self.device).tolist()
         elapsed = time.perf_counter() - start
-        total_loss, correct, seen = distributed.all_sum(torch.tensor([total_loss, correct, seen], dtype=torch.float64),
-                                                        self.device).tolist()
+        if nonfinite:  # every rank saw the global loss, so all stop together
+            bad_steps = round(nonfinite / self.dist.world)
+            raise TrainingDiverged(_diverged(f"the training loss was NaN or infinite at {bad_steps} of the "
+                                             f"{len(self.train_loader)} steps of epoch {epoch + 1}", epoch))
         return dict(train_loss=total_loss / max(seen, 1), train_acc=correct / max(seen, 1),
                     train_time=elapsed, images_per_sec=seen / max(elapsed, 1e-9))
 
     def _evaluate(self) -> dict:
         """Test loss and accuracy; under DDP each rank scores its part and the sums are reduced."""
         distributed.broadcast_buffers(self.model)  # every rank scores with rank 0's BN statistics
-        logits, labels = predict(self.model, self.test_loader, self.device)
+        logits, labels = predict(self.model, self.test_loader, self.device, amp_dtype=self.eval_dtype)
         sums = torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
                              (logits.argmax(1) == labels).sum().item(), len(labels)], dtype=torch.float64)
         loss, correct, count = distributed.all_sum(sums, self.device).tolist()
@@ -645,8 +778,10 @@ class Trainer:
 
     def _fit(self, stop_after: int | None, deadline: float | None) -> dict:
         last = self.recipe.epochs if stop_after is None else min(stop_after, self.recipe.epochs)
-        # An epoch's length: the last one timed here, else the training time a resumed history records.
-        epoch_seconds = self.history["epochs"][-1]["train_time"] if self.history["epochs"] else 0.0
+        # An epoch's length: the last one timed here, else what a resumed history records: its
+        # wall time (training, test pass, checks), or in histories before that field its training time.
+        previous = self.history["epochs"][-1] if self.history["epochs"] else {}
+        epoch_seconds = previous.get("epoch_time", previous.get("train_time", 0.0))
         for epoch in range(self.start_epoch, last):
             if deadline is not None and time.time() + epoch_seconds > deadline:
                 break
@@ -661,14 +796,20 @@ class Trainer:
                     save_json(self.history, self.out_dir / "history.json")
                 raise
             lr = self.optimizer.param_groups[0]["lr"]  # where the schedule stands at the epoch's end
-            record = dict(epoch=epoch + 1, lr=lr, **record, test_loss=test["loss"], test_acc=test["acc"])
+            # epoch_time: from the epoch's start until its files are written (training, test pass,
+            # checks); device: where it ran (a resumed run may have moved, and the environment
+            # names only the last device)
+            record = dict(epoch=epoch + 1, lr=lr, **record, test_loss=test["loss"], test_acc=test["acc"],
+                          epoch_time=time.time() - started, device=str(self.device))
             self.history["epochs"].append(record)
             is_best = test["acc"] > self.best_acc
             self.best_acc = max(self.best_acc, test["acc"])
             finished = epoch + 1 == self.recipe.epochs
             self._summarise(finished)
-            self._save(epoch, is_best)
+            # the epoch is this Trainer's before its files are: a fit called again after an
+            # interrupted save goes on from here, never trains the epoch twice
             self.start_epoch = epoch + 1
+            self._save(epoch, is_best)
             epoch_seconds = time.time() - started
             if self.progress and self.dist.is_main:
                 # tqdm.write keeps a running bar intact; "epochs" prints plain lines (no widget, no \r)

@@ -6,7 +6,7 @@ from torch import nn
 import dmcbook
 from dmcbook import train as engine
 from dmcbook.data import get_data
-from dmcbook.train import Trainer, get_recipe, select_precision
+from dmcbook.train import Trainer, evaluation_dtype, get_recipe, select_precision
 
 RECIPE = dict(epochs=1, batch_size=64, lr=0.05, width=8, train_subset=256, test_subset=128)
 
@@ -45,11 +45,59 @@ def test_the_history_records_the_engine(digits, monkeypatch):
     assert history["engine"]["threads"] == torch.get_num_threads() == len(__import__("os").sched_getaffinity(0))
     assert history["engine"]["data_on_device"] is True and history["engine"]["processes"] == 1
     assert history["environment"]["cpu_threads"] == history["engine"]["threads"]
+    assert history["epochs"][0]["device"] == "cpu" and history["epochs"][0]["epoch_time"] > 0
     fp32 = Trainer(small_model(), digits, get_recipe("budget", **RECIPE), progress=False, precision="fp32",
                    channels_last=False).fit()
     assert fp32["engine"]["precision"] == "fp32" and fp32["engine"]["channels_last"] is False
     # the same model, the same data: bf16 autocast lands near fp32 after one epoch
     assert abs(history["epochs"][0]["train_loss"] - fp32["epochs"][0]["train_loss"]) < 0.1
+
+
+def test_a_training_step_never_waits_for_the_device(digits, monkeypatch):
+    # On a GPU every .item() or `if tensor` blocks until the queued kernels have run; the epoch's
+    # sums are read once, at its end (.tolist()), which neither counts.
+    trainer = Trainer(small_model(), digits, get_recipe("budget", **RECIPE), progress=False)
+    reads = []
+    item, boolean = torch.Tensor.item, torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append("item") or item(self))
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: reads.append("bool") or boolean(self))
+    trainer._train_epoch(0)
+    assert trainer.steps_per_epoch == 4 and reads == []
+
+
+def test_the_training_loss_and_accuracy_are_the_image_weighted_means_of_the_steps(digits):
+    trainer = Trainer(small_model(), digits, get_recipe("budget", **RECIPE), progress=False)
+    steps, criterion = [], trainer.criterion
+
+    def recorded(logits, y):
+        loss = criterion(logits, y)
+        steps.append((loss.item(), len(y), (logits.argmax(1) == y).sum().item()))
+        return loss
+    trainer.criterion = recorded
+    epoch = trainer.fit()["epochs"][0]
+    loss_sum = 0.0
+    for loss, n, _ in steps:  # in step order, as float64: the engine's sum exactly
+        loss_sum += loss * n
+    seen = sum(n for _, n, _ in steps)
+    assert epoch["train_loss"] == loss_sum / seen and epoch["train_acc"] == sum(c for *_, c in steps) / seen
+
+
+def test_the_test_pass_runs_in_the_training_precision_on_a_gpu_and_in_fp32_on_a_cpu(digits, monkeypatch):
+    gpu = torch.device("cuda", 0)
+    assert evaluation_dtype(gpu, None) is None  # an fp32 run is scored in fp32, not in fp16
+    assert evaluation_dtype(gpu, torch.float16) is torch.float16
+    assert evaluation_dtype(gpu, torch.bfloat16) is torch.bfloat16
+    assert evaluation_dtype(torch.device("cpu"), torch.bfloat16) is None  # as every CPU run was scored
+    asked, predict = [], engine.predict
+    monkeypatch.setattr(engine, "predict", lambda *args, **kwargs: asked.append(kwargs["amp_dtype"]) or
+                        predict(*args, **kwargs))
+    Trainer(small_model(), digits, get_recipe("budget", **RECIPE), progress=False, precision="bf16").fit()
+    assert asked == [None]
+    x = torch.randn(8, 1, 32, 32)
+    model = small_model()
+    fp32, _ = predict(model, [(x, torch.zeros(8))], "cpu", amp_dtype=None)
+    bf16, _ = predict(model, [(x, torch.zeros(8))], "cpu", amp_dtype=torch.bfloat16)
+    assert torch.equal(fp32, model.eval()(x)) and not torch.equal(bf16, fp32)  # the dtype asked is the one used
 
 
 def test_bf16_steps_keep_fp32_weights_and_channels_last_activations(digits):

@@ -96,3 +96,24 @@ def test_a_diverged_run_says_how_to_start_afresh(tmp_path):
     (run_dir / "history.json").write_text(json.dumps(dict(history, status="diverged")))
     with pytest.raises(RunFolderError, match="diverged; delete the folder .*recipe_overrides=dict\\(lr="):
         run(tmp_path)
+
+
+def test_a_run_killed_between_its_checkpoint_and_its_history_is_resumed_not_skipped(tmp_path, monkeypatch):
+    # The campaign skips a run whose Trainer raises RunFolderError: such a run would never train again.
+    from dmcbook import train as engine
+    overrides = dict(TINY, epochs=2)
+    real, writes = engine.save_json, []
+
+    def killed_at_the_second_history(obj, path):
+        writes.append(path)
+        if len(writes) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(obj, path)
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "save_json", killed_at_the_second_history)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path, recipe_overrides=overrides)
+    resumed = run(tmp_path, recipe_overrides=overrides)
+    assert resumed.history["status"] == "finished" and [e["epoch"] for e in resumed.history["epochs"]] == [1, 2]
+    straight = run(tmp_path / "straight", recipe_overrides=overrides)
+    assert [e["test_loss"] for e in resumed.history["epochs"]] == [e["test_loss"] for e in straight.history["epochs"]]

@@ -13,6 +13,7 @@ import torch
 import dmcbook
 from dmcbook.data import get_data
 from dmcbook.runs import RunFolderError
+from dmcbook import train as engine
 from dmcbook.train import CheckpointError, Trainer, TrainingDiverged, get_recipe, load_checkpoint
 
 
@@ -67,7 +68,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(digits, tmp_path):
     good = (tmp_path / "checkpoint.pt").read_bytes()
     with torch.no_grad():
         model.fc.weight.fill_(float("nan"))
-    with pytest.raises(TrainingDiverged, match="epoch 2.*last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match=r"training loss was NaN or infinite at \d+ of the \d+ steps of "
+                                               r"epoch 2.*last good checkpoint \(epoch 1\) is kept"):
         trainer.fit()
     assert (tmp_path / "checkpoint.pt").read_bytes() == good
     assert json.loads((tmp_path / "history.json").read_text())["status"].startswith("diverged")
@@ -189,12 +191,99 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tiny, tmp_path):
         Trainer(small_model(), tiny, recipe, out_dir=tmp_path, resume=True, progress=False)
 
 
+def _interrupt_history_write(monkeypatch, at_write: int):
+    """Make the ``at_write``-th write of history.json raise as a kill would (KeyboardInterrupt),
+    after that epoch's best.pt and checkpoint.pt are written."""
+    real, writes = engine.save_json, []
+
+    def save_json(obj, path):
+        if Path(path).name == "history.json":
+            writes.append(path)
+            if len(writes) == at_write:
+                raise KeyboardInterrupt("killed before history.json")
+        return real(obj, path)
+    monkeypatch.setattr(engine, "save_json", save_json)
+
+
+@pytest.mark.parametrize("killed_in_epoch", [1, 2])  # a fresh run's first epoch: no history.json yet
+def test_a_run_interrupted_while_writing_an_epoch_resumes_from_its_checkpoint(tiny, tmp_path, monkeypatch,
+                                                                            killed_in_epoch):
+    recipe = get_recipe("smoke", epochs=3, **TINY)
+    with monkeypatch.context() as patch:
+        _interrupt_history_write(patch, killed_in_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(small_model(), tiny, recipe, out_dir=tmp_path, progress=False).fit()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] + 1 == killed_in_epoch
+    resumed = Trainer(small_model(seed=5), tiny, recipe, out_dir=tmp_path, resume=True, progress=False)
+    # claiming the folder brought history.json level with the checkpoint
+    assert len(json.loads((tmp_path / "history.json").read_text())["epochs"]) == killed_in_epoch
+    history = resumed.fit()
+    straight = Trainer(small_model(), tiny, recipe, progress=False).fit()
+    keys = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr")
+    assert [[e[k] for k in keys] for e in history["epochs"]] == [[e[k] for k in keys] for e in straight["epochs"]]
+    assert json.loads((tmp_path / "history.json").read_text())["status"] == "finished"
+
+
+def test_the_same_trainer_goes_on_after_an_interrupted_write_without_training_an_epoch_twice(
+        tiny, tmp_path, monkeypatch):
+    trainer = Trainer(small_model(), tiny, get_recipe("smoke", epochs=2, **TINY), out_dir=tmp_path, progress=False)
+    with monkeypatch.context() as patch:
+        _interrupt_history_write(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+    history = trainer.fit()  # history.json lags this Trainer's own checkpoint: no other process wrote
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2] and history["status"] == "finished"
+    assert json.loads((tmp_path / "history.json").read_text())["epochs"] == history["epochs"]
+
+
+def test_an_epochs_files_are_written_best_then_checkpoint_then_history(tiny, tmp_path, monkeypatch):
+    order, write_checked, save_json = [], engine.write_checked, engine.save_json
+    monkeypatch.setattr(engine, "write_checked", lambda path, write: order.append(Path(path).name) or
+                        write_checked(path, write))
+    monkeypatch.setattr(engine, "save_json", lambda obj, path: order.append(Path(path).name) or save_json(obj, path))
+    Trainer(small_model(), tiny, get_recipe("smoke", **TINY), out_dir=tmp_path, progress=False).fit()
+    # a kill between best.pt and checkpoint.pt leaves the checkpoint's best_acc behind best.pt, never ahead
+    assert order == ["best.pt", "checkpoint.pt", "history.json"]
+
+
+def test_epochs_a_checkpoint_cannot_account_for_are_refused_when_the_folder_is_claimed(tiny, tmp_path):
+    recipe = get_recipe("smoke", epochs=2, **TINY)
+    Trainer(small_model(), tiny, recipe, out_dir=tmp_path, progress=False).fit(stop_after=1)
+    for name in ("checkpoint.pt", "checkpoint.pt.sha256"):
+        (tmp_path / name).unlink()
+    with pytest.raises(RunFolderError, match="records 1 epochs, but there is no checkpoint.pt to continue them"):
+        Trainer(small_model(), tiny, recipe, out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_a_resume_in_another_precision_is_refused(tiny, tmp_path):
+    recipe = get_recipe("smoke", epochs=2, **TINY)
+    Trainer(small_model(), tiny, recipe, out_dir=tmp_path, progress=False, precision="fp32").fit(stop_after=1)
+    with pytest.raises(RunFolderError, match=r"trained in fp32 and this Trainer would continue in bf16-autocast; "
+                                             r"resume it where it trains in fp32 \(precision='fp32'\)"):
+        Trainer(small_model(), tiny, recipe, out_dir=tmp_path, resume=True, progress=False, precision="bf16")
+    history = Trainer(small_model(), tiny, recipe, out_dir=tmp_path, resume=True, progress=False,
+                      precision="fp32").fit()
+    assert [e["device"] for e in history["epochs"]] == ["cpu", "cpu"]  # where each epoch ran
+
+
+def test_a_resumed_deadline_counts_an_epochs_whole_wall_time(tiny, tmp_path):
+    import time
+    recipe = get_recipe("smoke", epochs=2, **TINY)
+    Trainer(small_model(), tiny, recipe, out_dir=tmp_path, progress=False).fit(stop_after=1)
+    trainer = Trainer(small_model(), tiny, recipe, out_dir=tmp_path, resume=True, progress=False)
+    last = trainer.history["epochs"][-1]
+    assert last["epoch_time"] >= last["train_time"]
+    last.update(train_time=1.0, epoch_time=1000.0)  # an epoch whose test pass and checkpoint took long
+    history = trainer.fit(deadline=time.time() + 100)
+    assert len(history["epochs"]) == 1 and history["status"] == "running"
+
+
 def test_a_full_disk_names_the_file_and_leaves_no_temporary(tiny, tmp_path, monkeypatch):
     def full_disk(obj, path, *args, **kwargs):
         Path(path).write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(OSError, match="could not write .*checkpoint.pt: no space left"):
+    with pytest.raises(OSError, match="could not write .*best.pt: no space left"):  # an epoch's first file
         Trainer(small_model(), tiny, get_recipe("smoke", **TINY), out_dir=tmp_path, progress=False).fit()
     assert [p.name for p in tmp_path.iterdir()] == []
 
@@ -231,11 +320,60 @@ def test_a_spike_at_an_epochs_last_step_ends_diverged_not_finished(tiny, tmp_pat
     ("lr", float("nan"), "lr must be a positive finite number; got nan"),
     ("lr", float("inf"), "lr must be a positive finite number; got inf"),
     ("lr", -0.1, "lr must be a positive finite number; got -0.1"),
+    ("lr", True, "lr must be a positive finite number; got True"),
     ("epochs", 0, "epochs must be a positive integer; got 0"),
-    ("batch_size", -4, "batch_size must be a positive integer; got -4")])
+    ("epochs", 2.0, "epochs must be a positive integer; got 2.0"),
+    ("batch_size", -4, "batch_size must be a positive integer; got -4"),
+    ("momentum", -0.5, "momentum must be a number from 0 to below 1; got -0.5"),
+    ("weight_decay", -1.0, "weight_decay must be a finite number >= 0; got -1.0"),
+    ("warmup_epochs", -2, "warmup_epochs must be a finite number >= 0; got -2"),
+    ("min_lr", 1.0, "min_lr must be a number from 0 to lr (0.05); got 1.0"),
+    ("milestones", 5, "milestones must be a tuple of increasing positive epochs (e.g. (60, 120, 160)); got 5"),
+    ("milestones", (3, 1), "milestones must be a tuple of increasing positive epochs (e.g. (60, 120, 160)); got (3, 1)"),
+    ("milestones", (0, 2), "milestones must be a tuple of increasing positive epochs (e.g. (60, 120, 160)); got (0, 2)"),
+    ("gamma", -0.1, "gamma must be a positive finite number; got -0.1"),
+    ("label_smoothing", 1.5, "label_smoothing must be a number from 0 to below 1; got 1.5"),
+    ("label_smoothing", 1.0, "label_smoothing must be a number from 0 to below 1; got 1.0"),
+    ("image_size", 7, "image_size must be None or an integer from 8 to 1024 pixels; got 7"),
+    ("image_size", 32.0, "image_size must be None or an integer from 8 to 1024 pixels; got 32.0"),
+    ("grad_clip", -1.0, "grad_clip must be None or a positive finite number; got -1.0"),
+    ("grad_clip", 0, "grad_clip must be None or a positive finite number; got 0"),
+    ("width", 0, "width must be None or a positive integer; got 0"),
+    ("train_subset", 0, "train_subset must be None or a positive integer; got 0"),
+    ("train_subset", 10.5, "train_subset must be None or a positive integer; got 10.5"),
+    ("test_subset", True, "test_subset must be None or a positive integer; got True")])
 def test_recipe_names_the_bad_field_and_its_value(field, value, message):
     with pytest.raises(ValueError, match=re.escape(f"recipe 'budget': {message}")):
         get_recipe("budget", **{field: value})
+
+
+def test_the_recipe_of_every_committed_run_passes_the_checks():
+    # the checks refuse nothing that made a run of the book (JSON stores tuples as lists)
+    fields = set(engine.RECIPE_DEFAULTS) | {"name", "epochs"}
+    paths = sorted((Path(__file__).parents[1] / "results").glob("**/history.json"))
+    for path in paths:
+        stored = json.loads(path.read_text())["config"]["recipe"]
+        engine.Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in fields})
+    assert len(paths) > 50
+
+
+@pytest.mark.parametrize("classes, chans, message", [
+    (5, 1, r"resnet18 gives outputs of shape \(1, 5\) for one image and digits has 10 classes.*num_classes=10$"),
+    (10, 3, r"resnet18 takes 3-channel images and those of digits have 1; build the model with in_chans=1$")])
+def test_a_model_that_does_not_fit_the_data_is_refused_before_overwrite_deletes_anything(
+        tiny, tmp_path, classes, chans, message):
+    recipe = get_recipe("smoke", **TINY)
+    Trainer(small_model(), tiny, recipe, out_dir=tmp_path, progress=False).fit()
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    torch.manual_seed(0)
+    wrong = dmcbook.create_model("resnet18", classes, chans, "cifar", width=8)
+    stats = {k: v.clone() for k, v in wrong.state_dict().items()}
+    with pytest.raises(ValueError, match=message) as info:
+        Trainer(wrong, tiny, recipe, out_dir=tmp_path, overwrite=True, progress=False)
+    assert "\n" not in str(info.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    # the probe left the model as it was: in training mode, BN statistics unmoved
+    assert wrong.training and all(torch.equal(v, stats[k]) for k, v in wrong.state_dict().items())
 
 
 def test_no_decay_modules_train_without_weight_decay(tiny):
