@@ -271,10 +271,17 @@ def device_type(history: dict) -> str:
 
 def training_minutes(histories) -> dict[str, float]:
     """Minutes of training in ``histories`` (an iterable of histories) by device type: a GPU's
-    minutes are not CPU-minutes, so the two are never summed."""
+    minutes are not CPU-minutes, so the two are never summed. Epochs that record their own
+    device (a run resumed on another machine) count on it; older histories count whole."""
     minutes = {}
     for history in histories:
-        minutes[device_type(history)] = minutes.get(device_type(history), 0.0) + history["train_time"] / 60
+        epochs = history["epochs"]
+        if not epochs or "device" not in epochs[0]:
+            minutes[device_type(history)] = minutes.get(device_type(history), 0.0) + history["train_time"] / 60
+            continue
+        for epoch in epochs:
+            device = epoch["device"].partition(":")[0]
+            minutes[device] = minutes.get(device, 0.0) + epoch["train_time"] / 60
     return minutes
 
 

@@ -12,7 +12,7 @@ from . import distributed
 from .data import SPECS, DatasetUnavailable, get_data, list_datasets
 from .models.registry import create_model, list_models
 from .report import count
-from .runs import check_writable
+from .runs import check_writable, has_run
 from .train import (PRECISIONS, CheckpointError, Trainer, TrainingDiverged, evaluate, get_recipe, list_recipes,
                     load_checkpoint, pick_device)
 
@@ -113,6 +113,8 @@ def cmd_train(args) -> None:
     out = check_writable(args.out or f"runs/{args.model}-{args.dataset}-{args.preset}-seed{args.seed}")
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite deletes it: choose one")
+    if args.resume and not has_run(out):
+        raise ValueError(f"--resume: {out} holds no run to continue; drop --resume to start one there")
     options = _model_options(args)
     overrides = {k: v for k, v in dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                        width=args.width, train_subset=args.train_subset,

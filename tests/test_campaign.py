@@ -361,6 +361,10 @@ def test_gpu_minutes_are_kept_apart_from_cpu_minutes(tiny):
     assert (v5["CPU-min / run"], v5["GPU-min / run"]) == (32.0, 2.0)
     assert r18["CPU-min / run"] is None and r18["GPU-min / run"] == 1.0
     assert campaign.training_minutes(runs.values()) == {"cpu": 64.0, "cuda": 3.0}
+    # a run that recorded each epoch's device (resumed on a CPU after a GPU) splits its minutes
+    moved = {"environment": {"device": "cpu"}, "train_time": 660.0,
+             "epochs": [{"device": "cuda:0", "train_time": 60.0}, {"device": "cpu", "train_time": 600.0}]}
+    assert campaign.training_minutes([moved]) == {"cuda": 1.0, "cpu": 10.0}
     speeds = {r["model"]: r["train img/s"] for r in campaign.head_to_head(runs, "04_drstn")}
     assert speeds == {"resnet18": None, "drstn_v5": 340}  # the CPU's epochs only
 

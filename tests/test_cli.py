@@ -71,6 +71,9 @@ def test_an_existing_run_folder_is_refused_and_overwrite_starts_afresh(tmp_path,
     assert main([*SMOKE, "--out", out, "--seed", "1", "--resume"]) == 2
     assert "seed: 0 -> 1" in capsys.readouterr().err
     assert main([*SMOKE, "--out", out, "--seed", "1", "--overwrite"]) == 0
+    assert main([*SMOKE, "--out", str(tmp_path / "typo"), "--resume"]) == 2  # nothing there to continue
+    assert "holds no run to continue" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
     assert json.loads((tmp_path / "run" / "history.json").read_text())["config"]["seed"] == 1
 
 
