@@ -40,6 +40,9 @@ def test_unknown_option_and_stem_are_value_errors():
         dmcbook.create_model("resnet18", colour="blue")
     with pytest.raises(ValueError, match="unknown stem"):
         dmcbook.create_model("resnet18", stem="tiny")
+    for width in (True, 0, 2.5):  # a bool is an int to Python; True would build width 1
+        with pytest.raises(ValueError, match="width must be a positive integer"):
+            dmcbook.create_model("resnet18", width=width)
 
 
 def test_wrong_channels_or_rank_say_what_was_expected():
