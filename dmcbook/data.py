@@ -13,7 +13,6 @@ whose message names the data set, every place searched and how to get it.
 from __future__ import annotations
 
 import gzip
-import numbers
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms as T
 
 from .augment import MAX_DEVICE_IMAGE_SIZE, BatchAugment, DeviceLoader, images_as_uint8
-from .checks import check_choice
+from .checks import check_choice, is_integer
 
 DEFAULT_CACHE = Path.home() / ".cache" / "dmcbook" / "data"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -313,7 +312,7 @@ class _Transformed(Dataset):
 
 def _check_integer(what: str, value, least: int | None = None) -> None:
     """One line for a value that must be an integer (a bool or 2.5 is not), at least ``least``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_integer(value):
         raise ValueError(f"{what} must be an integer; got {value!r}")
     if least is not None and value < least:
         raise ValueError(f"{what} must be at least {least}; got {value}")
@@ -423,7 +422,7 @@ def get_data(name: str, root=None, image_size: int | None = None, in_chans: int 
             _check_integer(what, value, least)
     _check_integer("seed", seed)
     spec = SPECS[name]
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+    if image_size is not None and (not is_integer(image_size)
                                    or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE):
         raise ValueError(f"image_size must be an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels; "
                          f"got {image_size!r}")

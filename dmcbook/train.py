@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checks import check_choice
+from .checks import check_choice, is_integer
 from .data import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from .models.common import Float32Conv2d
 from .runs import (CorruptFile, RunFolderError, atomic_write, check_writable, config_differences, has_run,
@@ -44,10 +44,6 @@ PRECISION_OPTIONS = {"fp32": "fp32", "bf16-autocast": "bf16", "fp16-autocast": "
 # CPU flags of native bf16 arithmetic (Intel AMX, AVX512-BF16 on Intel and AMD Zen 4+): there
 # oneDNN runs bf16 convolutions about twice as fast as fp32; elsewhere bf16 is emulated and slower.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-def _is_integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
@@ -92,8 +88,8 @@ class Recipe:
         # and trains on without a word.
         below_one = "a number from 0 to below 1"
         checks = [
-            ("epochs", _is_integer(self.epochs) and self.epochs >= 1, "a positive integer"),
-            ("batch_size", _is_integer(self.batch_size) and self.batch_size >= 1, "a positive integer"),
+            ("epochs", is_integer(self.epochs) and self.epochs >= 1, "a positive integer"),
+            ("batch_size", is_integer(self.batch_size) and self.batch_size >= 1, "a positive integer"),
             ("lr", _is_number(self.lr) and self.lr > 0, "a positive finite number"),
             ("momentum", _is_number(self.momentum) and 0 <= self.momentum < 1, below_one),
             ("weight_decay", _is_number(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0"),
@@ -102,17 +98,17 @@ class Recipe:
             ("min_lr", _is_number(self.min_lr) and 0 <= self.min_lr <= (self.lr if _is_number(self.lr) else math.inf),
              f"a number from 0 to lr ({self.lr!r})"),
             ("milestones", isinstance(self.milestones, tuple)
-             and all(_is_integer(m) and m >= 1 for m in self.milestones)
+             and all(is_integer(m) and m >= 1 for m in self.milestones)
              and list(self.milestones) == sorted(set(self.milestones)),
              "a tuple of increasing positive epochs (e.g. (60, 120, 160))"),
             ("gamma", _is_number(self.gamma) and self.gamma > 0, "a positive finite number"),
             ("label_smoothing", _is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1, below_one),
-            ("image_size", self.image_size is None or _is_integer(self.image_size)
+            ("image_size", self.image_size is None or is_integer(self.image_size)
              and MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE,
              f"None or an integer from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels"),
             ("grad_clip", self.grad_clip is None or _is_number(self.grad_clip) and self.grad_clip > 0,
              "None or a positive finite number"),
-        ] + [(name, getattr(self, name) is None or _is_integer(getattr(self, name)) and getattr(self, name) >= 1,
+        ] + [(name, getattr(self, name) is None or is_integer(getattr(self, name)) and getattr(self, name) >= 1,
               "None or a positive integer") for name in ("width", "train_subset", "test_subset")]
         for field_name, valid, expected in checks:
             if not valid:

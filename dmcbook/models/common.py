@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_choice
+from ..checks import check_choice, is_integer
 
 SHORTCUTS = ("conv", "avgpool")
 
@@ -150,6 +150,6 @@ def init_weights(model: nn.Module) -> None:
 
 def scaled_widths(width: int, stages: int = 4) -> tuple[int, ...]:
     """Stage widths that double from ``width``: 64 gives ResNet's (64, 128, 256, 512)."""
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:  # True would be width 1
+    if not is_integer(width) or width < 1:
         raise ValueError(f"width must be a positive integer; got {width!r}")
     return tuple(width * 2 ** i for i in range(stages))
